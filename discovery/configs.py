@@ -1,0 +1,196 @@
+"""Typed, frozen configs loaded from YAML and overridable from the command line.
+
+Per-environment PPO settings live in ``configs/train/<env>.yaml``; an env with
+no file of its own falls back to ``configs/train/defaults/<family>.yaml``
+(classic_control, minatar, brax, ...), and the caller is told so.
+
+A train YAML looks like::
+
+    env: hopper
+    env_options: {backend: positional, episode_length: 1000}
+    ppo: {total_timesteps: 50000000, num_envs: 2048, ...}      # PPOConfig fields
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import envs
+from discovery.errors import UserError
+from rl_algos.ppo import PPOConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_ROOT = Path(os.environ.get("DISCOVERY_CONFIGS", REPO_ROOT / "configs"))
+BRAX_ENV_OPTIONS = {"backend": str, "episode_length": int, "action_repeat": int}
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping; a missing or malformed file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"malformed YAML in {path}{where}: {getattr(error, 'problem', error)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+# ---- typed coercion ---------------------------------------------------------
+
+
+def coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert ``value`` (from YAML or a command-line string) to ``annotation``."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"tuple": tuple})  # dataclass string annotations
+    origin = typing.get_origin(annotation)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+                return None
+            return coerce(value, options[0], name)
+        if origin is tuple:
+            (item_type, *_) = typing.get_args(annotation)
+            if isinstance(value, str):
+                value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+            return tuple(coerce(v, item_type, name) for v in value)
+        if annotation is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, str):
+                as_float = float(value)  # accept 5e5 for counts
+                if as_float != int(as_float):
+                    raise ValueError(value)
+                return int(as_float)
+            if isinstance(value, float) and value != int(value):
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        type_name = getattr(annotation, "__name__", str(annotation))
+        raise UserError(f"bad value for {name}: {value!r} is not a valid {type_name}") from None
+    return value
+
+
+def field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def replace_fields(instance, values: dict[str, Any], context: str):
+    """``dataclasses.replace`` with type coercion and a helpful error for unknown keys."""
+    types_ = field_types(type(instance))
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise UserError(f"unknown {context} field(s) {', '.join(unknown)}; valid fields: {', '.join(types_)}")
+    coerced = {k: coerce(v, types_[k], k) for k, v in values.items()}
+    return dataclasses.replace(instance, **coerced)
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, str]:
+    """``['--num-envs', '8', '--gamma=0.9']`` → ``{'num_envs': '8', 'gamma': '0.9'}``."""
+    overrides: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--") or len(token) <= 2:
+            raise UserError(f"unexpected argument {token!r}; overrides look like --key value or --key=value")
+        key, sep, value = token[2:].partition("=")
+        if not sep:
+            if index + 1 >= len(tokens) or tokens[index + 1].startswith("--"):
+                raise UserError(f"override --{key} needs a value (--{key} VALUE or --{key}=VALUE)")
+            value = tokens[index + 1]
+            index += 1
+        overrides[key.replace("-", "_")] = value
+        index += 1
+    return overrides
+
+
+# ---- per-environment training configs -----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """An environment, its options, and the PPO settings to train on it."""
+
+    env: str
+    env_options: dict
+    ppo: PPOConfig
+    source: str  # which YAML the settings came from
+
+    def make_env(self):
+        return envs.make(self.env, **self.env_options)
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "env_options": dict(self.env_options), "ppo": dataclasses.asdict(self.ppo), "source": self.source}
+
+
+def train_config_path(env_name: str) -> tuple[Path, bool]:
+    """The YAML for ``env_name`` and whether it is a family fallback."""
+    own = CONFIG_ROOT / "train" / f"{env_name}.yaml"
+    if own.is_file():
+        return own, False
+    return CONFIG_ROOT / "train" / "defaults" / f"{envs.family_of(env_name)}.yaml", True
+
+
+def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, config_path: str | None = None) -> tuple[TrainSpec, bool]:
+    """Resolve the settings for ``env_name``; returns ``(spec, used_family_default)``.
+
+    ``overrides`` may name any :class:`PPOConfig` field or, for Brax, an env
+    option (``backend``, ``episode_length``, ``action_repeat``).
+    """
+    try:
+        envs.check(env_name)
+    except envs.UnknownEnvironmentError as error:
+        raise UserError(str(error)) from None
+    if config_path is not None:
+        path, fallback = Path(config_path), False
+    else:
+        path, fallback = train_config_path(env_name)
+    data = load_yaml(path)
+    unknown = sorted(set(data) - {"env", "env_options", "ppo"})
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: env, env_options, ppo")
+    env_options = dict(data.get("env_options") or {})
+    ppo_values = dict(data.get("ppo") or {})
+    for key, value in (overrides or {}).items():
+        if key in BRAX_ENV_OPTIONS:
+            env_options[key] = value
+        else:
+            ppo_values[key] = value
+    if env_options and envs.family_of(env_name) != "brax":
+        raise UserError(f"env options {', '.join(sorted(env_options))} only apply to Brax environments, not {env_name}")
+    env_options = {k: coerce(v, BRAX_ENV_OPTIONS[k], k) if k in BRAX_ENV_OPTIONS else v for k, v in env_options.items()}
+    backend = env_options.get("backend")
+    if backend is not None and backend not in envs.BRAX_BACKENDS:
+        raise UserError(f"unknown brax backend {backend!r}; valid backends: {', '.join(envs.BRAX_BACKENDS)}")
+    ppo = replace_fields(PPOConfig(), ppo_values, "ppo config")
+    try:
+        ppo.validate()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return TrainSpec(env_name, env_options, ppo, str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)), fallback

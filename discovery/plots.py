@@ -1,0 +1,44 @@
+"""Learning-curve plots (matplotlib, headless), written atomically as PNG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from discovery.outputs import atomic_write_bytes  # noqa: E402
+from discovery.stats import curve_band, fill_forward  # noqa: E402
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_learning_curves(
+    curves: Mapping[str, np.ndarray],
+    env_steps: np.ndarray,
+    path: str | Path,
+    title: str,
+    ylabel: str = "episode return",
+) -> Path:
+    """One line per entry of ``curves`` (``label -> [seeds, num_updates]``), mean ± 95% CI band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, curve in curves.items():
+        mean, low, high = curve_band(fill_forward(curve))
+        (line,) = ax.plot(env_steps, mean, label=f"{label} (n={np.asarray(curve).shape[0]})", linewidth=1.6)
+        ax.fill_between(env_steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,105 @@
+"""Pure drift functions and their registry.
+
+    >>> import drift_functions
+    >>> drift = drift_functions.make("dpo", alpha=1.5)
+    >>> params = drift.init(key)
+    >>> drift.apply(params, ratio, advantage, progress)
+
+Every drift is non-negative, exactly zero at ``ratio = 1`` and flat there, for
+any parameters (``tests/drift_functions`` checks this on grids).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from drift_functions.artifact import ArtifactError, load_artifact, save_artifact
+from drift_functions.base import Drift
+from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
+from drift_functions.learned import lpo_features, make_lpo, make_ta_lpo
+
+_REGISTRY: dict[str, Callable[..., Drift]] = {
+    "ppo_clip": make_ppo_clip,
+    "dpo": make_dpo,
+    "lpo": make_lpo,
+    "ta_lpo": make_ta_lpo,
+}
+# Friendly spellings users type; they resolve to a registered family.
+_ALIASES = {"ppo": "ppo_clip", "talpo": "ta_lpo", "ta-lpo": "ta_lpo"}
+
+
+class UnknownDriftError(ValueError):
+    """An unregistered drift name; the message lists the valid names."""
+
+
+def registered() -> list[str]:
+    """Names accepted by :func:`make`."""
+    return sorted(_REGISTRY)
+
+
+def register(name: str, factory: Callable[..., Drift]) -> None:
+    """Add a drift family (``factory(**options) -> Drift``) to the registry."""
+    if name in _REGISTRY:
+        raise ValueError(f"drift {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def make(name: str, **options: Any) -> Drift:
+    """Build a registered drift with its options bound."""
+    canonical = _ALIASES.get(name, name)
+    if canonical not in _REGISTRY:
+        raise UnknownDriftError(
+            f"unknown drift {name!r}; valid drifts: {', '.join(registered())} "
+            f"(aliases: {', '.join(f'{a}->{c}' for a, c in sorted(_ALIASES.items()))}), "
+            "or a path to a saved drift artifact (.npz)"
+        )
+    try:
+        return _REGISTRY[canonical](**options)
+    except TypeError as error:
+        raise ValueError(f"bad option for drift {canonical!r}: {error}") from None
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``name:key=value,key=value`` into a name and typed options.
+
+    Values are read as int, float or bool where they look like one.
+    """
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    if rest:
+        for item in rest.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ValueError(
+                    f"malformed drift override {item!r} in {spec!r}; expected name:key=value[,key=value]"
+                )
+            options[key.strip()] = _parse_scalar(value.strip())
+    return name.strip(), options
+
+
+def _parse_scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+__all__ = [
+    "ArtifactError",
+    "Drift",
+    "UnknownDriftError",
+    "dpo_drift",
+    "load_artifact",
+    "lpo_features",
+    "make",
+    "parse_spec",
+    "ppo_clip_drift",
+    "register",
+    "registered",
+    "save_artifact",
+]

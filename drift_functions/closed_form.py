@@ -1,0 +1,71 @@
+"""Closed-form drifts: PPO-clip and DPO.
+
+Both are written as the *drift* of Mirror Learning, so that the policy loss of
+every learner is ``L = -mean(r * A - drift(r, A))``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from drift_functions.base import Drift
+
+
+def ppo_clip_drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array | float) -> jax.Array:
+    """PPO's clipping as a drift.
+
+        drift(r, A) = relu((r - clip(r, 1 - ε, 1 + ε)) · A)
+
+    so that ``r·A - drift == min(r·A, clip(r, 1-ε, 1+ε)·A)``, the clipped
+    surrogate, exactly. Shapes: ``ratio``, ``advantage`` ``[...]`` -> ``[...]``.
+    """
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jax.nn.relu((ratio - clipped) * advantage)
+
+
+def dpo_drift(
+    ratio: jax.Array, advantage: jax.Array, alpha: jax.Array | float, beta: jax.Array | float
+) -> jax.Array:
+    """Discovered Policy Optimisation's drift (Lu et al., 2022).
+
+        A ≥ 0:  relu((r − 1)·A − α·tanh((r − 1)·A / α))
+        A < 0:  relu(log(r)·A − β·tanh(log(r)·A / β))
+
+    Shapes: ``ratio``, ``advantage`` ``[...]`` -> ``[...]``. α, β > 0.
+    """
+    positive = (ratio - 1.0) * advantage
+    negative = jnp.log(ratio) * advantage
+    drift_pos = jax.nn.relu(positive - alpha * jnp.tanh(positive / alpha))
+    drift_neg = jax.nn.relu(negative - beta * jnp.tanh(negative / beta))
+    return jnp.where(advantage >= 0.0, drift_pos, drift_neg)
+
+
+def make_ppo_clip(epsilon: float = 0.2) -> Drift:
+    if not epsilon > 0:
+        raise ValueError(f"ppo_clip: epsilon must be > 0, got {epsilon}")
+
+    def init(key):
+        del key
+        return {"epsilon": jnp.asarray(epsilon, jnp.float32)}
+
+    def apply(params, ratio, advantage, progress):
+        del progress
+        return ppo_clip_drift(ratio, advantage, params["epsilon"])
+
+    return Drift("ppo_clip", {"epsilon": float(epsilon)}, init, apply)
+
+
+def make_dpo(alpha: float = 2.0, beta: float = 0.6) -> Drift:
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"dpo: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
+
+    def init(key):
+        del key
+        return {"alpha": jnp.asarray(alpha, jnp.float32), "beta": jnp.asarray(beta, jnp.float32)}
+
+    def apply(params, ratio, advantage, progress):
+        del progress
+        return dpo_drift(ratio, advantage, params["alpha"], params["beta"])
+
+    return Drift("dpo", {"alpha": float(alpha), "beta": float(beta)}, init, apply)

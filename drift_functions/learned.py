@@ -1,0 +1,122 @@
+"""Learned drifts: LPO and temporally-aware LPO (TA-LPO).
+
+The network is bias-free and every input feature is zero at ``r = 1``, so its
+output is exactly zero there for any weights; subtracting ``1e-4`` inside the
+final relu makes the drift identically zero on a neighbourhood of ``r = 1``,
+hence flat (zero derivative in ``r``) there as well.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from drift_functions.base import Drift
+from drift_functions.closed_form import ppo_clip_drift
+
+NUM_FEATURES = 8
+FLATNESS_MARGIN = 1e-4
+
+
+def lpo_features(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
+    """The 8 LPO input features, stacked on a new last axis.
+
+        x = [r−1, (r−1)², log r, (log r)², A(r−1), A(r−1)², A·log r, A(log r)²]
+
+    Shapes: ``ratio``, ``advantage`` ``[...]`` -> ``[..., 8]``.
+    """
+    centred = ratio - 1.0
+    log_ratio = jnp.log(ratio)
+    return jnp.stack(
+        [
+            centred,
+            centred**2,
+            log_ratio,
+            log_ratio**2,
+            advantage * centred,
+            advantage * centred**2,
+            advantage * log_ratio,
+            advantage * log_ratio**2,
+        ],
+        axis=-1,
+    )
+
+
+def lpo_network(params: dict, features: jax.Array) -> jax.Array:
+    """``Dense(H, no bias) → tanh → Dense(1, no bias)``. ``[..., F] -> [...]``."""
+    hidden = jnp.tanh(features @ params["w_hidden"])
+    return (hidden @ params["w_out"])[..., 0]
+
+
+def _init_weights(key: jax.Array, num_inputs: int, hidden_size: int, zeros: bool) -> dict:
+    if zeros:
+        return {
+            "w_hidden": jnp.zeros((num_inputs, hidden_size), jnp.float32),
+            "w_out": jnp.zeros((hidden_size, 1), jnp.float32),
+        }
+    key_hidden, key_out = jax.random.split(key)
+    init = jax.nn.initializers.lecun_normal()
+    return {
+        "w_hidden": init(key_hidden, (num_inputs, hidden_size), jnp.float32),
+        "w_out": init(key_out, (hidden_size, 1), jnp.float32),
+    }
+
+
+def _learned_drift(net_out, ratio, advantage, ppo_init: bool, epsilon: float):
+    if ppo_init:
+        net_out = net_out + ppo_clip_drift(ratio, advantage, epsilon)
+    return jax.nn.relu(net_out - FLATNESS_MARGIN)
+
+
+def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.2) -> Drift:
+    """LPO: ``drift = relu(net(x) [+ drift_ppo_clip] − 1e-4)`` with ``x`` = :func:`lpo_features`.
+
+    With ``ppo_init`` the PPO-clip drift (clip ``epsilon``) is added inside the
+    relu and ``init`` returns all-zero weights, so the initial drift *is* PPO.
+    """
+    hidden_size = int(hidden_size)
+    ppo_init = _as_bool(ppo_init)
+
+    def init(key):
+        return _init_weights(key, NUM_FEATURES, hidden_size, zeros=ppo_init)
+
+    def apply(params, ratio, advantage, progress):
+        del progress
+        out = lpo_network(params, lpo_features(ratio, advantage))
+        return _learned_drift(out, ratio, advantage, ppo_init, epsilon)
+
+    options = {"hidden_size": hidden_size, "ppo_init": ppo_init, "epsilon": float(epsilon)}
+    return Drift("lpo", options, init, apply)
+
+
+def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.2) -> Drift:
+    """TA-LPO: LPO whose 8 features are also multiplied by training progress ``p``.
+
+        x = [f(r, A), p · f(r, A)]   (16 inputs),   p = update / num_updates ∈ [0, 1]
+    """
+    hidden_size = int(hidden_size)
+    ppo_init = _as_bool(ppo_init)
+
+    def init(key):
+        return _init_weights(key, 2 * NUM_FEATURES, hidden_size, zeros=ppo_init)
+
+    def apply(params, ratio, advantage, progress):
+        features = lpo_features(ratio, advantage)
+        progress = jnp.broadcast_to(jnp.asarray(progress, features.dtype), features.shape[:-1])
+        features = jnp.concatenate([features, features * progress[..., None]], axis=-1)
+        out = lpo_network(params, features)
+        return _learned_drift(out, ratio, advantage, ppo_init, epsilon)
+
+    options = {"hidden_size": hidden_size, "ppo_init": ppo_init, "epsilon": float(epsilon)}
+    return Drift("ta_lpo", options, init, apply)
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    return bool(value)

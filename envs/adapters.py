@@ -1,0 +1,112 @@
+"""Adapters from gymnax and Brax to :class:`envs.base.Environment`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.base import Box, Discrete, Environment
+
+MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
+CLASSIC_CONTROL = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0")
+
+
+def gymnax_family(name: str) -> str:
+    if name in CLASSIC_CONTROL:
+        return "classic_control"
+    if name.endswith("-MinAtar"):
+        return "minatar"
+    return name.rsplit("-", 1)[-1] if "-" in name else "gymnax"
+
+
+class GymnaxEnvironment(Environment):
+    """A gymnax environment; gymnax 1.0 already auto-resets and reports ``final_observation``."""
+
+    def __init__(self, name: str, **env_kwargs: Any):
+        import gymnax
+
+        self.name = name
+        self.family = gymnax_family(name)
+        self._env, self.default_params = gymnax.make(name, **env_kwargs)
+        space = self._env.action_space(self.default_params)
+        if hasattr(space, "n"):
+            self.action_space = Discrete(int(space.n))
+        else:
+            self.action_space = Box(float(jnp.min(space.low)), float(jnp.max(space.high)), tuple(space.shape))
+        obs_space = self._env.observation_space(self.default_params)
+        self.observation_shape = tuple(obs_space.shape)
+
+    def _reset(self, key, params):
+        obs, state = self._env.reset(key, params)
+        return obs.astype(jnp.float32), state
+
+    def _step(self, key, inner, action, params):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, inner, action, params)
+        final_obs = info["final_observation"].astype(jnp.float32)
+        return obs.astype(jnp.float32), state, reward, terminated, truncated, final_obs
+
+
+@struct.dataclass
+class BraxInner:
+    state: Any  # brax.envs.base.State of the running episode
+    first: Any  # the state every episode of this env restarts from (as brax's AutoResetWrapper)
+    steps: jax.Array
+
+
+class BraxEnvironment(Environment):
+    """A Brax 0.14 environment with a time limit and automatic reset.
+
+    Like Brax's own ``AutoResetWrapper``, a finished episode restarts from the
+    initial state drawn at ``reset`` (one per parallel environment), so a
+    step never pays for a fresh physics initialisation.
+    """
+
+    family = "brax"
+
+    def __init__(self, name: str, backend: str = "positional", episode_length: int = 1000, action_repeat: int = 1, **env_kwargs: Any):
+        from brax import envs as brax_envs
+
+        if backend not in BRAX_BACKENDS:
+            raise ValueError(f"unknown brax backend {backend!r}; valid backends: {', '.join(BRAX_BACKENDS)}")
+        if episode_length < 1 or action_repeat < 1:
+            raise ValueError("episode_length and action_repeat must be >= 1")
+        self.name = name
+        self.backend = backend
+        self.episode_length = int(episode_length)
+        self.action_repeat = int(action_repeat)
+        self._env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
+        self.observation_shape = (int(self._env.observation_size),)
+        self.action_space = Box(-1.0, 1.0, (int(self._env.action_size),))
+        self.default_params = None
+
+    @property
+    def brax_env(self):
+        """The underlying Brax environment (for side-by-side benchmarks with Brax's PPO)."""
+        return self._env
+
+    def _reset(self, key, params):
+        state = self._env.reset(key)
+        return state.obs, BraxInner(state, state, jnp.zeros((), jnp.int32))
+
+    def _step(self, key, inner, action, params):
+        del key, params  # Brax dynamics are deterministic given the state
+        state = inner.state
+        reward = jnp.zeros((), jnp.float32)
+        terminated = jnp.zeros((), bool)
+        for _ in range(self.action_repeat):
+            state = self._env.step(state, action)
+            reward = reward + state.reward
+            terminated = jnp.logical_or(terminated, state.done > 0.5)
+        steps = inner.steps + self.action_repeat
+        truncated = steps >= self.episode_length
+        done = jnp.logical_or(terminated, truncated)
+        final_obs = state.obs
+        next_state = jax.tree.map(lambda first, cur: jnp.where(done, first, cur), inner.first, state)
+        next_steps = jnp.where(done, 0, steps)
+        return next_state.obs, BraxInner(next_state, inner.first, next_steps), reward, terminated, truncated, final_obs
+
+
+BRAX_BACKENDS = ("positional", "spring", "generalized", "mjx")

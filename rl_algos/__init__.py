@@ -1,0 +1,1 @@
+"""Learners that take a drift function as input."""

@@ -1,0 +1,284 @@
+"""A PPO-family learner whose policy loss takes a drift function as input.
+
+``make_train(config, env, drift)`` returns ``train(key, drift_params, hparams=None)``,
+one pure function: the whole run (rollouts, GAE, minibatch epochs) is a
+``lax.scan`` over updates, so it ``jit``s, and ``vmap``s over keys (seeds),
+over drift parameters (an ES population) and over :class:`HParams` (sweeps).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from envs.base import Environment
+from rl_algos.ppo import losses
+from rl_algos.ppo.config import HParams, PPOConfig
+from rl_algos.ppo.networks import (
+    Actor,
+    Critic,
+    categorical_entropy,
+    categorical_log_prob,
+    gaussian_entropy,
+    gaussian_log_prob,
+)
+from rl_algos.ppo.normalization import RunningStats, normalize, update_stats
+
+METRIC_NAMES = (
+    "episode_return",
+    "episodes",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "drift_active",
+    "drift_mean",
+    "learning_rate",
+)
+
+
+@struct.dataclass
+class TrainState:
+    params: Any  # {"actor": ..., "critic": ...}
+    opt_state: Any
+    obs_stats: RunningStats
+    env_state: Any
+    obs: jax.Array  # [num_envs, *obs_shape], raw
+    key: jax.Array
+
+
+@struct.dataclass
+class Transition:
+    obs: jax.Array  # raw observation the action was taken from
+    action: jax.Array  # discrete action, or the *pre-squash/pre-clip* Gaussian sample
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array  # scaled
+    terminated: jax.Array
+    done: jax.Array
+    final_obs: jax.Array  # raw observation that followed the action, before any reset
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+@struct.dataclass
+class Batch:
+    obs: jax.Array  # normalised
+    action: jax.Array
+    log_prob: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+
+
+class Policy:
+    """Actor and critic with the action distribution bound; all methods are pure."""
+
+    def __init__(self, config: PPOConfig, env: Environment):
+        self.discrete = env.is_discrete
+        self.action_space = env.action_space
+        self.distribution = "categorical" if self.discrete else config.continuous_distribution
+        action_dim = env.action_space.num_actions if self.discrete else env.action_space.shape[0]
+        self.actor = Actor(config.actor_hidden, action_dim, self.discrete, config.activation, config.continuous_distribution)
+        self.critic = Critic(config.critic_hidden, config.activation)
+        self.obs_shape = env.observation_shape
+
+    def init(self, key):
+        key_actor, key_critic = jax.random.split(key)
+        dummy = jnp.zeros((1,) + tuple(self.obs_shape), jnp.float32)
+        return {"actor": self.actor.init(key_actor, dummy), "critic": self.critic.init(key_critic, dummy)}
+
+    def value(self, params, obs):
+        return self.critic.apply(params["critic"], obs)
+
+    def log_prob_entropy(self, params, obs, action):
+        out = self.actor.apply(params["actor"], obs)
+        if self.discrete:
+            return categorical_log_prob(out, action), categorical_entropy(out)
+        mean, log_std = out
+        # For tanh_gaussian the squashing Jacobian depends only on the stored
+        # pre-squash sample, so it cancels in the ratio and is left out.
+        return gaussian_log_prob(mean, log_std, action), gaussian_entropy(log_std)
+
+    def sample(self, params, obs, key):
+        """Returns ``(stored_action, env_action, log_prob)``."""
+        out = self.actor.apply(params["actor"], obs)
+        if self.discrete:
+            action = jax.random.categorical(key, out)
+            return action, action, categorical_log_prob(out, action)
+        mean, log_std = out
+        sample = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        low, high = self.action_space.low, self.action_space.high
+        if self.distribution == "tanh_gaussian":
+            env_action = low + (jnp.tanh(sample) + 1.0) * 0.5 * (high - low)
+        else:
+            env_action = jnp.clip(sample, low, high)
+        return sample, env_action, gaussian_log_prob(mean, log_std, sample)
+
+
+def ppo_loss(
+    params,
+    batch: Batch,
+    *,
+    policy: Policy,
+    drift_apply: Callable,
+    drift_params,
+    hparams: HParams,
+    progress: jax.Array,
+    normalize_advantages: bool,
+):
+    """``L = L_π + c_v · L_V − c_H · mean(entropy)``, with ``L_π`` from :func:`losses.drift_policy_loss`."""
+    log_prob, entropy = policy.log_prob_entropy(params, batch.obs, batch.action)
+    advantage = losses.normalize_advantages(batch.advantage) if normalize_advantages else batch.advantage
+    policy_loss, aux = losses.drift_policy_loss(drift_apply, drift_params, log_prob, batch.log_prob, advantage, progress)
+    value_loss = losses.value_loss(policy.value(params, batch.obs), batch.target)
+    entropy = entropy.mean()
+    total = policy_loss + hparams.vf_coef * value_loss - hparams.ent_coef * entropy
+    return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **aux}
+
+
+def make_train(
+    config: PPOConfig,
+    env: Environment,
+    drift,
+    progress_callback: Callable[[Any], None] | None = None,
+    progress_every: int | None = None,
+):
+    """Build ``train(key, drift_params, hparams=None) -> (TrainState, metrics)``.
+
+    ``metrics`` maps each name in :data:`METRIC_NAMES` to a ``[num_updates]``
+    array: ``episode_return`` is the mean undiscounted return of the episodes
+    that ended during that update (NaN if none did) and ``episodes`` their
+    count; losses and diagnostics are averaged over the update's minibatches.
+
+    ``progress_callback(update_index)``, if given, is called from inside the
+    compiled loop (``jax.debug.callback``) every ``progress_every`` updates; it
+    is the only host interaction, and it is off by default.
+    """
+    config.validate()
+    policy = Policy(config, env)
+    num_updates = config.num_updates
+    env_params = env.default_params
+    every = progress_every or max(1, num_updates // 100)
+
+    def train(key: jax.Array, drift_params, hparams: HParams | None = None):
+        hparams = HParams.from_config(config) if hparams is None else hparams
+        optimizer = optax.chain(
+            optax.clip_by_global_norm(hparams.max_grad_norm),
+            optax.scale_by_adam(eps=config.adam_eps),
+        )
+        key, key_params, key_reset = jax.random.split(key, 3)
+        params = policy.init(key_params)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, config.num_envs), env_params)
+        state = TrainState(params, optimizer.init(params), RunningStats.create(tuple(env.observation_shape)), env_state, obs, key)
+
+        def env_step(carry, _):
+            state, obs_stats, params = carry
+            key, key_action, key_step = jax.random.split(state.key, 3)
+            norm_obs = normalize(obs_stats, state.obs) if config.normalize_obs else state.obs
+            action, env_action, log_prob = policy.sample(params, norm_obs, key_action)
+            value = policy.value(params, norm_obs)
+            step_keys = jax.random.split(key_step, config.num_envs)
+            next_obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                step_keys, state.env_state, env_action, env_params
+            )
+            transition = Transition(
+                obs=state.obs,
+                action=action,
+                log_prob=log_prob,
+                value=value,
+                reward=reward * hparams.reward_scale,
+                terminated=terminated,
+                done=jnp.logical_or(terminated, truncated),
+                final_obs=info["final_observation"],
+                episode_return=info["episode_return"],
+                episode_length=info["episode_length"],
+            )
+            state = state.replace(env_state=env_state, obs=next_obs, key=key)
+            return (state, obs_stats, params), transition
+
+        def collect_unroll(state, _):
+            (state, _, _), traj = jax.lax.scan(env_step, (state, state.obs_stats, state.params), None, config.num_steps)
+            maybe_norm = functools.partial(normalize, state.obs_stats) if config.normalize_obs else (lambda x: x)
+            next_values = policy.value(state.params, maybe_norm(traj.final_obs))
+            advantages, targets = losses.compute_gae(
+                traj.reward, traj.value, next_values, traj.terminated, traj.done, hparams.gamma, hparams.gae_lambda
+            )
+            batch = Batch(maybe_norm(traj.obs), traj.action, traj.log_prob, advantages, targets)
+            episode_stats = (jnp.sum(traj.episode_return), jnp.sum(traj.episode_length > 0))
+            return state, (batch, episode_stats, traj.obs)
+
+        def update_step(state: TrainState, update_index):
+            state, (batch, (return_sum, episodes), raw_obs) = jax.lax.scan(
+                collect_unroll, state, None, config.rollouts_per_update
+            )
+            batch = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[3:]), batch)
+            progress = update_index / num_updates
+            lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
+            loss_fn = functools.partial(
+                ppo_loss,
+                policy=policy,
+                drift_apply=drift.apply,
+                drift_params=drift_params,
+                hparams=hparams,
+                progress=progress,
+                normalize_advantages=config.normalize_advantages,
+            )
+            grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+            def minibatch_step(carry, minibatch):
+                params, opt_state = carry
+                (_, aux), grads = grad_fn(params, minibatch)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
+                return (params, opt_state), aux
+
+            def epoch(carry, key):
+                permutation = jax.random.permutation(key, config.batch_size)
+                shuffled = jax.tree.map(
+                    lambda x: x[permutation].reshape((config.num_minibatches, config.minibatch_size) + x.shape[1:]), batch
+                )
+                return jax.lax.scan(minibatch_step, carry, shuffled)
+
+            key, key_epochs = jax.random.split(state.key)
+            (params, opt_state), aux = jax.lax.scan(
+                epoch, (state.params, state.opt_state), jax.random.split(key_epochs, config.update_epochs)
+            )
+            obs_stats = update_stats(state.obs_stats, raw_obs) if config.normalize_obs else state.obs_stats
+            state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
+            episodes = jnp.sum(episodes)
+            metrics = {name: value.mean() for name, value in aux.items()}
+            metrics["episode_return"] = jnp.where(episodes > 0, jnp.sum(return_sum) / jnp.maximum(episodes, 1), jnp.nan)
+            metrics["episodes"] = episodes
+            metrics["learning_rate"] = lr
+            if progress_callback is not None:
+                jax.lax.cond(
+                    (update_index + 1) % every == 0,
+                    lambda: jax.debug.callback(progress_callback, update_index + 1),
+                    lambda: None,
+                )
+            return state, metrics
+
+        state, metrics = jax.lax.scan(update_step, state, jnp.arange(num_updates))
+        return state, metrics
+
+    return train
+
+
+def final_return(metrics: dict, window_fraction: float) -> jax.Array:
+    """Mean return of the episodes that ended in the last ``window_fraction`` of updates.
+
+    Works on ``[..., num_updates]`` metrics (leading seed/population axes
+    allowed) and returns ``[...]``; NaN where no episode ended in the window.
+    """
+    returns, episodes = metrics["episode_return"], metrics["episodes"]
+    num_updates = returns.shape[-1]
+    window = max(1, int(round(num_updates * window_fraction)))
+    returns, episodes = returns[..., -window:], episodes[..., -window:].astype(jnp.float32)
+    total = jnp.sum(jnp.where(episodes > 0, returns * episodes, 0.0), axis=-1)
+    count = jnp.sum(episodes, axis=-1)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)

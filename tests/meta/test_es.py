@@ -1,0 +1,295 @@
+"""Tests of meta/: evolution strategies over pytrees (maximising, on evosax)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meta
+from meta import ESConfig, evaluate_population, make_strategy, run_generation, sanitize_fitness
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A drift-network-shaped solution (no biases), small enough for a fast CPU test.
+TEMPLATE = {"w_hidden": jnp.zeros((8, 16)), "w_out": jnp.zeros((16, 1))}
+TARGET = {
+    "w_hidden": 0.3 * jax.random.normal(jax.random.key(1), (8, 16)),
+    "w_out": 0.3 * jax.random.normal(jax.random.key(2), (16, 1)),
+}
+
+
+def squared_distance(member, target=TARGET):
+    """‖member − target‖² summed over every leaf."""
+    diffs = jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), member, target)
+    return sum(jax.tree.leaves(diffs))
+
+
+def toy_fitness(key, member):
+    """−‖x − target‖² (maximised at the target); the key is unused."""
+    del key
+    return -squared_distance(member)
+
+
+def noisy_fitness(key, member):
+    """Toy fitness plus key-dependent noise (exercises key handling)."""
+    return toy_fitness(key, member) + 0.01 * jax.random.normal(key)
+
+
+def run(strategy, state, key, num_generations, fitness_fn=toy_fitness, **kwargs):
+    stats = None
+    for k in jax.random.split(key, num_generations):
+        state, stats = run_generation(strategy, state, k, fitness_fn, **kwargs)
+    return state, stats
+
+
+def assert_state_finite(state):
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert not jnp.any(jnp.isnan(leaf)), "ES state holds NaN"
+    assert jnp.all(jnp.isfinite(state.mean if hasattr(state, "mean") else state.population))
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --- learning ---------------------------------------------------------------------
+
+
+def test_open_es_converges_on_toy_objective():
+    config = ESConfig(algorithm="Open_ES", population_size=32, learning_rate_decay=0.99)
+    strategy = make_strategy(config, TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    initial_loss = squared_distance(strategy.mean(state))
+    state, stats = run(strategy, state, jax.random.key(3), 120)
+    final_loss = squared_distance(strategy.mean(state))
+    assert final_loss < 0.1 * initial_loss, (initial_loss, final_loss)
+    best_solution, best_fitness = strategy.best(state)
+    assert jnp.isclose(best_fitness, toy_fitness(None, best_solution))
+    assert best_fitness >= stats.fitness_max
+    assert_state_finite(state)
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["CMA_ES", "SNES", "SimpleGA", "PGPE", "Sep_CMA_ES", "xNES"]
+)
+def test_other_algorithms_improve_and_stay_finite(algorithm):
+    template = {"w": jnp.zeros((4, 3)), "b": jnp.zeros((3,))}
+    target = {"w": jnp.full((4, 3), 0.2), "b": jnp.full((3,), -0.2)}
+
+    def fitness_fn(key, member):
+        return -squared_distance(member, target)
+
+    strategy = make_strategy(ESConfig(algorithm=algorithm, population_size=16), template)
+    state = strategy.init(jax.random.key(0), template)
+    state, stats = run(strategy, state, jax.random.key(1), 15, fitness_fn)
+    assert_state_finite(state)
+    assert strategy.best(state)[1] > fitness_fn(None, template)
+    assert jnp.all(jnp.isfinite(stats.fitness))
+    assert jax.tree.structure(strategy.mean(state)) == jax.tree.structure(template)
+
+
+# --- conventions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_higher_fitness_is_preferred(direction):
+    """Linear fitness f(x) = direction · x: the mean must move in +direction."""
+    template = jnp.zeros((1,))
+    strategy = make_strategy(ESConfig(population_size=8), template)
+    state = strategy.init(jax.random.key(0), template)
+    state, stats = run(strategy, state, jax.random.key(1), 10, lambda k, x: direction * x[0])
+    assert direction * strategy.mean(state)[0] > 0.1  # Adam moves ≈ lr = 0.03 per step
+    assert strategy.best(state)[1] >= jnp.max(stats.fitness)
+
+
+def test_open_es_sigma_follows_schedule():
+    """evosax's Open_ES default σ is a constant 1.0: ours must be config.sigma, decaying."""
+    config = ESConfig(sigma=0.1, sigma_decay=0.5, sigma_floor=0.02, population_size=4)
+    strategy = make_strategy(config, TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    assert jnp.isclose(strategy.sigma(state), 0.1)
+    state, _ = run(strategy, state, jax.random.key(1), 6)
+    assert jnp.isclose(strategy.sigma(state), 0.02)
+
+
+def test_same_key_same_result():
+    strategy = make_strategy(ESConfig(population_size=8), TEMPLATE)
+    results = []
+    for _ in range(2):
+        state = strategy.init(jax.random.key(0), TEMPLATE)
+        state, stats = run(strategy, state, jax.random.key(5), 3, noisy_fitness)
+        results.append((state, stats))
+    assert_trees_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("shaping", ["z_score", "raw"])
+def test_other_fitness_shapings_learn(shaping):
+    config = ESConfig(population_size=16, fitness_shaping=shaping)
+    strategy = make_strategy(config, TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    state, _ = run(strategy, state, jax.random.key(1), 10)
+    assert squared_distance(strategy.mean(state)) < squared_distance(TEMPLATE)
+
+
+# --- failures -----------------------------------------------------------------------
+
+
+def test_sanitize_fitness_replaces_nonfinite_by_worst_minus_one():
+    fitness = jnp.array([1.0, jnp.nan, 3.0, jnp.inf, -jnp.inf, -2.0])
+    clean, num_nonfinite = sanitize_fitness(fitness)
+    np.testing.assert_array_equal(clean, [1.0, -3.0, 3.0, -3.0, -3.0, -2.0])
+    assert num_nonfinite == 3
+
+
+def test_sanitize_fitness_all_nonfinite():
+    clean, num_nonfinite = sanitize_fitness(jnp.array([jnp.nan, jnp.inf, -jnp.inf, jnp.nan]))
+    assert num_nonfinite == 4
+    assert jnp.all(jnp.isfinite(clean)) and jnp.all(clean == clean[0])
+
+
+def test_nonfinite_members_keep_es_state_finite():
+    """Members with w_out[0, 0] > 0 fail (NaN or inf); the ES still learns and counts them."""
+
+    def flaky_fitness(key, member):
+        fitness = toy_fitness(key, member)
+        w = member["w_out"][0, 0]
+        return jnp.where(w > 0.02, jnp.nan, jnp.where(w > 0, jnp.inf, fitness))
+
+    strategy = make_strategy(ESConfig(population_size=16), TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    total_nonfinite = 0
+    for k in jax.random.split(jax.random.key(1), 8):
+        state, stats = run_generation(strategy, state, k, flaky_fitness)
+        total_nonfinite += int(stats.num_nonfinite)
+        assert stats.num_nonfinite == jnp.sum(~jnp.isfinite(stats.fitness))
+        assert jnp.isfinite(stats.fitness_mean) and jnp.isfinite(stats.best_fitness)
+    assert total_nonfinite > 0
+    assert_state_finite(state)
+
+
+def test_all_members_failing_leaves_state_unchanged():
+    strategy = make_strategy(ESConfig(population_size=8), TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    state, _ = run(strategy, state, jax.random.key(1), 2)
+    population, asked = strategy.ask(jax.random.key(2), state)
+    told = strategy.tell(jax.random.key(3), population, jnp.full((8,), jnp.nan), asked)
+    assert_trees_equal(told, asked)
+
+
+def test_odd_population_with_antithetic_raises():
+    with pytest.raises(ValueError, match="antithetic.*even"):
+        ESConfig(population_size=33, antithetic=True)
+    ESConfig(population_size=33, antithetic=False, algorithm="CMA_ES")  # fine
+
+
+def test_unknown_algorithm_lists_valid_names():
+    with pytest.raises(ValueError, match="Open_ES.*") as info:
+        ESConfig(algorithm="Closed_ES")
+    assert "CMA_ES" in str(info.value) and "SNES" in str(info.value)
+    with pytest.raises(ValueError, match="unknown fitness_shaping"):
+        ESConfig(fitness_shaping="rank")
+
+
+# --- evaluation: chunks and devices -------------------------------------------------
+
+
+@pytest.mark.parametrize("per_member_keys", [False, True])
+def test_chunked_evaluation_equals_unchunked(per_member_keys):
+    strategy = make_strategy(ESConfig(population_size=10), TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    population, _ = strategy.ask(jax.random.key(1), state)
+    key = jax.random.key(2)
+    keys = jax.random.split(key, 10) if per_member_keys else key
+    whole = evaluate_population(noisy_fitness, population, keys)
+    assert whole.shape == (10,)
+    for chunk_size in (1, 3, 10, 64):
+        chunked = evaluate_population(noisy_fitness, population, keys, chunk_size=chunk_size)
+        np.testing.assert_array_equal(chunked, whole)
+    mesh = meta.make_population_mesh()
+    np.testing.assert_array_equal(evaluate_population(noisy_fitness, population, keys, mesh=mesh), whole)
+
+
+_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    import meta
+
+    num_devices, out_path = int(sys.argv[1]), sys.argv[2]
+    assert jax.device_count() == num_devices, jax.devices()
+    template = {"w_hidden": jnp.zeros((8, 16)), "w_out": jnp.zeros((16, 1))}
+    target = jax.tree.map(lambda x: jnp.linspace(-0.5, 0.5, x.size).reshape(x.shape), template)
+
+    def fitness_fn(key, member):
+        d = jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), member, target)
+        return -sum(jax.tree.leaves(d)) + 0.01 * jax.random.normal(key)
+
+    mesh = meta.make_population_mesh() if num_devices > 1 else None
+    strategy = meta.make_strategy(meta.ESConfig(population_size=10), template)  # 10 -> pad to 12
+    state = strategy.init(jax.random.key(0), template)
+    fitness = []
+    for k in jax.random.split(jax.random.key(1), 4):
+        state, stats = meta.run_generation(strategy, state, k, fitness_fn, mesh=mesh, chunk_size=6)
+        fitness.append(stats.fitness)
+    mean = jax.flatten_util.ravel_pytree(strategy.mean(state))[0]
+    np.savez(out_path, mean=np.asarray(mean), fitness=np.asarray(jnp.stack(fitness)))
+    """
+)
+
+
+def _run_on_devices(num_devices, out_path):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    subprocess.run(
+        [sys.executable, "-c", _DEVICE_SCRIPT, str(num_devices), str(out_path)],
+        env=env,
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=120,
+    )
+    return np.load(out_path)
+
+
+def test_sharded_over_4_devices_equals_1_device(tmp_path):
+    one = _run_on_devices(1, tmp_path / "one.npz")
+    four = _run_on_devices(4, tmp_path / "four.npz")
+    assert np.array_equal(one["fitness"], four["fitness"])
+    assert np.array_equal(one["mean"], four["mean"])
+
+
+# --- checkpoints --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["Open_ES", "CMA_ES", "SimpleGA"])
+def test_state_round_trip_continues_identically(algorithm, tmp_path):
+    strategy = make_strategy(ESConfig(algorithm=algorithm, population_size=8), TEMPLATE)
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+    state, _ = run(strategy, state, jax.random.key(1), 2, noisy_fitness)
+
+    np.savez(tmp_path / "es.npz", **meta.state_to_arrays(state))
+    with np.load(tmp_path / "es.npz") as saved:
+        restored = meta.state_from_arrays(strategy, dict(saved))
+    assert_trees_equal(restored, state)
+
+    continued = run(strategy, state, jax.random.key(2), 2, noisy_fitness)
+    resumed = run(strategy, restored, jax.random.key(2), 2, noisy_fitness)
+    assert_trees_equal(continued, resumed)
+
+
+def test_state_from_arrays_rejects_mismatched_checkpoint():
+    strategy = make_strategy(ESConfig(population_size=8), TEMPLATE)
+    arrays = meta.state_to_arrays(strategy.init(jax.random.key(0), TEMPLATE))
+    del arrays["mean"]
+    with pytest.raises(ValueError, match="missing.*mean"):
+        meta.state_from_arrays(strategy, arrays)
