@@ -42,3 +42,70 @@ def fill_forward(curve) -> np.ndarray:
     index = np.where(np.isfinite(curve), np.arange(curve.shape[-1]), 0)
     np.maximum.accumulate(index, axis=-1, out=index)
     return np.take_along_axis(curve, index, axis=-1)
+
+
+# ---- rliable: IQM, stratified bootstrap CIs, aggregates across tasks -----------
+
+SUMMARY_METRICS = ("mean", "median", "iqm")
+
+
+def _rliable_estimates(score_dict: dict[str, np.ndarray], reps: int, seed: int, confidence: float):
+    """Point estimates and stratified-bootstrap CIs of mean, median and IQM (rliable).
+
+    ``score_dict``: label -> ``[runs, tasks]`` finite scores. Returns
+    ``{label: {metric: (point, low, high)}}``. rliable draws its resamples
+    from NumPy's global generator; it is seeded here and restored afterwards.
+    """
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    def aggregate(scores):
+        return np.array([
+            rly_metrics.aggregate_mean(scores),
+            rly_metrics.aggregate_median(scores),
+            rly_metrics.aggregate_iqm(scores),
+        ])
+
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        points, intervals = rly.get_interval_estimates(score_dict, aggregate, reps=reps, confidence_interval_size=confidence)
+    finally:
+        np.random.set_state(saved)
+    return {
+        label: {name: (float(points[label][i]), float(intervals[label][0, i]), float(intervals[label][1, i]))
+                for i, name in enumerate(SUMMARY_METRICS)}
+        for label in score_dict
+    }
+
+
+def score_summary(values, reps: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, median and IQM of per-seed scores, each with a 95% bootstrap CI (rliable).
+
+    NaN seeds are left out (``n`` counts the finite ones). Keys: ``mean``,
+    ``mean_ci_low``, ``mean_ci_high``, and the same for ``median`` and ``iqm``.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = values[np.isfinite(values)]
+    out: dict[str, float] = {"n": int(finite.size)}
+    if finite.size == 0:
+        for name in SUMMARY_METRICS:
+            out |= {name: float("nan"), f"{name}_ci_low": float("nan"), f"{name}_ci_high": float("nan")}
+        return out
+    estimates = _rliable_estimates({"x": finite[:, None]}, reps, seed, confidence)["x"]
+    for name, (point, low, high) in estimates.items():
+        out |= {name: point, f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return out
+
+
+def aggregate_scores(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Across-task aggregates (rliable): ``label -> [runs, tasks]`` scores to mean, median, IQM with
+    stratified-bootstrap CIs (runs resampled within each task). Same keys as :func:`score_summary`."""
+    estimates = _rliable_estimates({k: np.asarray(v, np.float64) for k, v in scores.items()}, reps, seed, confidence)
+    result = {}
+    for label, metrics_ in estimates.items():
+        row: dict[str, float] = {"n": int(np.asarray(scores[label]).size)}
+        for name, (point, low, high) in metrics_.items():
+            row |= {name: point, f"{name}_ci_low": low, f"{name}_ci_high": high}
+        result[label] = row
+    return result

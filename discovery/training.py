@@ -44,12 +44,21 @@ def run_seeds(
     show_progress: bool = True,
     description: str | None = None,
     env: Any = None,
+    progress: Any = None,
 ) -> TrainingResult:
-    """Compile, then run ``num_seeds`` learners of ``spec`` with ``resolved`` as one vmapped call."""
+    """Compile, then run ``num_seeds`` learners of ``spec`` with ``resolved`` as one vmapped call.
+
+    ``progress``: an existing ``rich`` Progress (from :func:`discovery.progress.make_progress`)
+    to add this run's bar to, e.g. under a grid-wide bar; by default the run owns its display.
+    """
     env = spec.make_env() if env is None else env
     config = spec.ppo
     description = description or f"{spec.env} · {resolved.label}"
-    tracker = TrainingProgress(description, config.num_updates, config.batch_size * num_seeds) if show_progress else None
+    tracker = (
+        TrainingProgress(description, config.num_updates, config.batch_size * num_seeds, progress=progress)
+        if show_progress
+        else None
+    )
     train = make_train(config, env, resolved.drift, progress_callback=tracker.callback if tracker else None)
     keys = seed_keys(seed, num_seeds)
     hparams = HParams.from_config(config) if hparams is None else hparams

@@ -17,10 +17,12 @@ from drift_functions.artifact import ArtifactError, load_artifact, save_artifact
 from drift_functions.base import Drift
 from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
 from drift_functions.learned import lpo_features, make_lpo, make_ta_lpo
+from drift_functions.polynomial import dpo_poly_drift, make_dpo_poly
 
 _REGISTRY: dict[str, Callable[..., Drift]] = {
     "ppo_clip": make_ppo_clip,
     "dpo": make_dpo,
+    "dpo_poly": make_dpo_poly,
     "lpo": make_lpo,
     "ta_lpo": make_ta_lpo,
 }
@@ -94,6 +96,7 @@ __all__ = [
     "Drift",
     "UnknownDriftError",
     "dpo_drift",
+    "dpo_poly_drift",
     "load_artifact",
     "lpo_features",
     "make",

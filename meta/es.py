@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from evosax.algorithms import algorithms as _EVOSAX_ALGORITHMS
+from evosax.algorithms.distribution_based.xnes import xNES
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 from evosax.core import fitness_shaping as _shaping
 from jax.flatten_util import ravel_pytree
@@ -168,6 +169,7 @@ def _evosax_sign(fitness: jax.Array) -> jax.Array:
     return -fitness
 
 
+@jax.jit
 def sanitize_fitness(fitness: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Replace non-finite fitness (NaN, ±inf) by a value below every finite one.
 
@@ -191,18 +193,43 @@ def sanitize_fitness(fitness: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _strong(tree: PyTree) -> PyTree:
     """Drop weak types so a restored checkpoint (numpy: always strong) matches exactly."""
-    return jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.asarray(x).dtype), tree)
+
+    def strong(x):
+        x = jnp.asarray(x)
+        return x.astype(x.dtype)
+
+    return jax.tree.map(strong, tree)
+
+
+def _select(condition: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise `jnp.where(condition, on_true, on_false)` over two same-shaped pytrees."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+def _unevaluated(state: ESState) -> jax.Array:
+    """True until a population-based state has been told its first fitness.
+
+    `_init` marks every initial member with the worst fitness (+inf in evosax's
+    minimisation), and told fitness is always finite (`sanitize_fitness`).
+    """
+    return state.best_fitness == _evosax_sign(-jnp.inf)
+
+
+# Population-based algorithms (GAs, PSO, DE, ...) are initialised by evosax with an
+# *evaluated* population. To keep one ask-first interface for every algorithm:
+#   init: the mean and P−1 members scattered around it (σ = config.sigma), marked
+#         unevaluated;
+#   ask:  while unevaluated, returns exactly those members;
+#   tell: while unevaluated, initialises the algorithm with them and their fitness.
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm",))
 def _init(algorithm, key: jax.Array, mean: PyTree, params, sigma: float) -> ESState:
     flat_mean, unravel = ravel_pytree(mean)
     if isinstance(algorithm, PopulationBasedAlgorithm):
-        # Population-based algorithms start from an evaluated population; we start from
-        # P members scattered around `mean` (σ = config.sigma), all marked with the worst
-        # possible fitness so that any evaluated member replaces them.
         key_init, key_noise = jax.random.split(key)
         z = jax.random.normal(key_noise, (algorithm.population_size, flat_mean.size))
+        z = z.at[0].set(0.0)  # member 0 is the mean itself
         population = jax.vmap(unravel)(flat_mean + sigma * z.astype(flat_mean.dtype))
         worst = _evosax_sign(jnp.full((algorithm.population_size,), -jnp.inf))
         state = algorithm.init(key_init, population, worst, params)
@@ -211,17 +238,35 @@ def _init(algorithm, key: jax.Array, mean: PyTree, params, sigma: float) -> ESSt
         # evosax starts best_solution at NaN; the mean keeps the state NaN-free
         # (best_fitness stays at the worst value, so the first tell replaces it).
         state = state.replace(best_solution=flat_mean)
+        if type(algorithm) is xNES:  # (SNES subclasses xNES but has no B)
+            # evosax 0.3.2 xNES starts B = std_init·I *and* samples mean + std·(z @ B),
+            # so its initial σ would be std_init². With B = I it is std_init.
+            state = state.replace(B=jnp.eye(flat_mean.size, dtype=state.B.dtype))
     return _strong(state)
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm",))
+def _ask(algorithm, key: jax.Array, state: ESState, params) -> tuple[PyTree, ESState]:
+    population, asked = algorithm.ask(key, state, params)
+    asked = _strong(asked)
+    if isinstance(algorithm, PopulationBasedAlgorithm):
+        fresh = _unevaluated(state)
+        population = _select(fresh, algorithm.get_population(state), population)
+        asked = _select(fresh, state, asked)
+    return population, asked
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm",))
 def _tell(algorithm, key, population: PyTree, fitness: jax.Array, state: ESState, params):
     clean, num_nonfinite = sanitize_fitness(fitness)
-    new_state, _ = algorithm.tell(key, population, _evosax_sign(clean), state, params)
-    new_state = _strong(new_state)
+    evosax_fitness = _evosax_sign(clean)
+    told, _ = algorithm.tell(key, population, evosax_fitness, state, params)
+    told = _strong(told)
+    if isinstance(algorithm, PopulationBasedAlgorithm):
+        first = _strong(algorithm.init(key, population, evosax_fitness, params))
+        told = _select(_unevaluated(state), first, told)
     # A generation in which every member failed carries no information: skip it.
-    all_failed = num_nonfinite == clean.shape[0]
-    return jax.tree.map(lambda old, new: jnp.where(all_failed, old, new), state, new_state)
+    return _select(num_nonfinite == clean.shape[0], state, told)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -257,7 +302,7 @@ class Strategy:
 
     def ask(self, key: jax.Array, state: ESState) -> tuple[PyTree, ESState]:
         """Sample a population: a solution pytree with a leading axis of size P."""
-        return self.algorithm.ask(key, state, self.params)
+        return _ask(self.algorithm, key, state, self.params)
 
     def tell(
         self, key: jax.Array, population: PyTree, fitness: jax.Array, state: ESState
@@ -314,9 +359,12 @@ def make_strategy(config: ESConfig, solution_template: PyTree) -> Strategy:
         )
         kwargs["optimizer"] = optax.adam(learning_rate, b1=config.adam_b1)
         kwargs["fitness_shaping_fn"] = FITNESS_SHAPINGS[config.fitness_shaping]
-    algorithm = cls(
-        population_size=config.population_size, solution=solution_template, **kwargs
-    )
+    try:
+        algorithm = cls(
+            population_size=config.population_size, solution=solution_template, **kwargs
+        )
+    except AssertionError as error:  # evosax validates with asserts (e.g. Open_ES: even P)
+        raise ValueError(f"{config.algorithm}: {error}") from error
     params = algorithm.default_params
     if hasattr(params, "std_init"):
         params = params.replace(std_init=config.sigma)

@@ -7,6 +7,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+DRIFT_ACTIVE_THRESHOLD = 1e-6
+
 
 def compute_gae(
     rewards: jax.Array,
@@ -60,7 +62,9 @@ def drift_policy_loss(
 
     ``r = exp(log π_new − log π_old)``. Shapes: ``[B]`` each, ``progress`` scalar.
     Returns the loss and diagnostics: approximate KL (``mean((r−1) − log r)``),
-    the fraction of samples where the drift is active (``drift > 0``), and the
+    the fraction of samples where the drift is active (``drift > 1e-6``: a
+    threshold, because closed forms such as DPO's are differences of nearly
+    equal numbers near ``r = 1``, whose sign there is rounding noise), and the
     mean drift.
     """
     log_ratio = log_prob - old_log_prob
@@ -69,7 +73,7 @@ def drift_policy_loss(
     loss = -jnp.mean(ratio * advantages - drift)
     aux = {
         "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
-        "drift_active": jnp.mean((drift > 0.0).astype(jnp.float32)),
+        "drift_active": jnp.mean((drift > DRIFT_ACTIVE_THRESHOLD).astype(jnp.float32)),
         "drift_mean": jnp.mean(drift),
     }
     return loss, aux

@@ -1,0 +1,137 @@
+"""Drift validity, exact identities and hand-computed values (DESIGN.md §2)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import drift_functions as df
+from drift_functions.closed_form import dpo_drift, ppo_clip_drift
+
+RATIOS = jnp.concatenate([jnp.linspace(0.05, 3.0, 61), jnp.array([1.0 - 1e-3, 1.0, 1.0 + 1e-3])])
+ADVANTAGES = jnp.linspace(-3.0, 3.0, 25)
+GRID_R, GRID_A = jnp.meshgrid(RATIOS, ADVANTAGES, indexing="ij")
+
+
+def _all_params(drift, num_random=3):
+    """Default params plus random (large) weights for learned drifts."""
+    params = [drift.init(jax.random.PRNGKey(0))]
+    if drift.name in ("lpo", "ta_lpo"):
+        for seed in range(num_random):
+            base = drift.init(jax.random.PRNGKey(seed + 1))
+            keys = jax.random.split(jax.random.PRNGKey(100 + seed), 2)
+            params.append({k: 3.0 * jax.random.normal(key, v.shape) for key, (k, v) in zip(keys, sorted(base.items()))})
+    return params
+
+
+ALL_DRIFTS = [
+    df.make("ppo_clip"),
+    df.make("ppo_clip", epsilon=0.1),
+    df.make("dpo"),
+    df.make("dpo", alpha=0.5, beta=3.0),
+    df.make("lpo"),
+    df.make("lpo", ppo_init=True),
+    df.make("ta_lpo"),
+    df.make("ta_lpo", ppo_init=True),
+]
+
+
+@pytest.mark.parametrize("drift", ALL_DRIFTS, ids=lambda d: d.spec)
+@pytest.mark.parametrize("progress", [0.0, 0.5, 1.0])
+def test_drift_is_valid_on_grid(drift, progress):
+    for params in _all_params(drift):
+        values = drift.apply(params, GRID_R, GRID_A, progress)
+        assert values.shape == GRID_R.shape
+        assert bool(jnp.all(jnp.isfinite(values)))
+        assert float(values.min()) >= 0.0
+        at_one = drift.apply(params, jnp.ones_like(ADVANTAGES), ADVANTAGES, progress)
+        assert float(jnp.max(jnp.abs(at_one))) == 0.0
+        slope = jax.vmap(jax.grad(lambda r, a: drift.apply(params, r, a, progress)), in_axes=(None, 0))(1.0, ADVANTAGES)
+        assert float(jnp.max(jnp.abs(slope))) == 0.0
+
+
+def test_every_registered_drift_is_covered():
+    assert {d.name for d in ALL_DRIFTS} >= {"ppo_clip", "dpo", "lpo", "ta_lpo"}
+    assert set(df.registered()) >= {"ppo_clip", "dpo", "lpo", "ta_lpo"}
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.2, 0.3])
+def test_ppo_clip_drift_gives_clipped_surrogate(epsilon):
+    surrogate = GRID_R * GRID_A - ppo_clip_drift(GRID_R, GRID_A, epsilon)
+    clipped = jnp.minimum(GRID_R * GRID_A, jnp.clip(GRID_R, 1 - epsilon, 1 + epsilon) * GRID_A)
+    np.testing.assert_allclose(surrogate, clipped, rtol=0, atol=1e-6)
+
+
+def test_dpo_hand_computed_values():
+    # A >= 0 branch: r = 1.5, A = 2: x = (r-1)A = 1, drift = 1 - 2 tanh(0.5)
+    # A <  0 branch: r = 0.5, A = -1: y = log(0.5)(-1) = log 2, drift = log2 - 0.6 tanh(log2 / 0.6)
+    ratio = jnp.array([1.5, 0.5, 3.0, 0.2])
+    adv = jnp.array([2.0, -1.0, 0.5, -2.0])
+    expected = [
+        1.0 - 2.0 * np.tanh(0.5),
+        np.log(2.0) - 0.6 * np.tanh(np.log(2.0) / 0.6),
+        1.0 - 2.0 * np.tanh(0.5),
+        max(0.0, np.log(0.2) * -2.0 - 0.6 * np.tanh(np.log(0.2) * -2.0 / 0.6)),
+    ]
+    np.testing.assert_allclose(dpo_drift(ratio, adv, 2.0, 0.6), expected, rtol=1e-6)
+    np.testing.assert_allclose(df.make("dpo").apply(df.make("dpo").init(None), ratio, adv, 0.0), expected, rtol=1e-6)
+
+
+def test_dpo_branch_that_is_negative_inside_relu_is_zero():
+    # A < 0 with r > 1: log(r)·A < 0 so y − β tanh(y/β) < 0 → relu gives 0.
+    assert float(dpo_drift(jnp.array(2.0), jnp.array(-1.0), 2.0, 0.6)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["lpo", "ta_lpo"])
+def test_ppo_initialised_learned_drift_with_zero_weights_equals_ppo_clip(name):
+    drift = df.make(name, ppo_init=True)
+    params = drift.init(jax.random.PRNGKey(3))
+    assert all(float(jnp.abs(p).max()) == 0.0 for p in jax.tree.leaves(params))
+    learned = drift.apply(params, GRID_R, GRID_A, 0.3)
+    ppo = ppo_clip_drift(GRID_R, GRID_A, 0.2)
+    # identical outside the 1e-4 flatness margin, which is subtracted inside the relu
+    np.testing.assert_allclose(learned, jnp.maximum(ppo - 1e-4, 0.0), atol=1e-7)
+
+
+def test_lpo_shapes_and_weight_count():
+    drift = df.make("lpo")
+    params = drift.init(jax.random.PRNGKey(0))
+    assert sum(p.size for p in jax.tree.leaves(params)) == 1152
+    out = drift.apply(params, jnp.ones((3, 4, 5)) * 1.2, jnp.ones((3, 4, 5)), 0.0)
+    assert out.shape == (3, 4, 5)
+    assert sum(p.size for p in jax.tree.leaves(df.make("ta_lpo").init(jax.random.PRNGKey(0)))) == 16 * 128 + 128
+
+
+def test_ta_lpo_depends_on_progress():
+    drift = df.make("ta_lpo")
+    params = drift.init(jax.random.PRNGKey(1))
+    early = drift.apply(params, GRID_R, GRID_A, 0.0)
+    late = drift.apply(params, GRID_R, GRID_A, 1.0)
+    assert float(jnp.max(jnp.abs(early - late))) > 1e-3
+
+
+def test_registry_errors_list_valid_names():
+    with pytest.raises(df.UnknownDriftError, match="ppo_clip"):
+        df.make("nope")
+    with pytest.raises(ValueError, match="malformed"):
+        df.parse_spec("dpo:alpha")
+    with pytest.raises(ValueError):
+        df.make("dpo", alpha=-1.0)
+    assert df.parse_spec("dpo:alpha=1.5,beta=0.3") == ("dpo", {"alpha": 1.5, "beta": 0.3})
+    assert df.make("ppo").name == "ppo_clip"
+
+
+def test_artifact_round_trip_and_errors(tmp_path):
+    drift = df.make("ta_lpo", hidden_size=16)
+    params = drift.init(jax.random.PRNGKey(0))
+    path = df.save_artifact(tmp_path / "d.npz", drift, params, {"label": "x"})
+    assert path.stat().st_size < 10_000
+    loaded, loaded_params, metadata = df.load_artifact(path)
+    assert loaded.spec == drift.spec and metadata == {"label": "x"}
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded_params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(df.ArtifactError, match="not found"):
+        df.load_artifact(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(df.ArtifactError, match="corrupt"):
+        df.load_artifact(tmp_path / "bad.npz")

@@ -1,0 +1,134 @@
+"""The environment contract: reset/step signatures, auto-reset, truncation vs termination."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs.base import Discrete, Environment
+
+
+class CountingEnv(Environment):
+    """obs = [t]; reward 1 per step; action 1 terminates; the time limit truncates after `limit` steps."""
+
+    name = "counting"
+    family = "stub"
+    observation_shape = (1,)
+    action_space = Discrete(2)
+    default_params = None
+
+    def __init__(self, limit=3):
+        self.limit = limit
+
+    def _reset(self, key, params):
+        return jnp.zeros((1,)), jnp.zeros((), jnp.int32)
+
+    def _step(self, key, t, action, params):
+        t = t + 1
+        terminated = action == 1
+        truncated = t >= self.limit  # may coincide with termination: termination wins
+        done = terminated | truncated
+        final_obs = jnp.array([t], jnp.float32)
+        obs = jnp.where(done, jnp.zeros((1,)), final_obs)
+        return obs, jnp.where(done, 0, t), 1.0, terminated, truncated, final_obs
+
+
+def _run(env, actions):
+    obs, state = env.reset(jax.random.PRNGKey(0))
+    rows = []
+    for a in actions:
+        obs, state, reward, term, trunc, info = env.step(jax.random.PRNGKey(1), state, jnp.asarray(a))
+        rows.append((float(obs[0]), bool(term), bool(trunc), float(info["final_observation"][0]),
+                     float(info["episode_return"]), int(info["episode_length"])))
+    return rows
+
+
+def test_truncation_and_termination_are_distinct_on_stub():
+    rows = _run(CountingEnv(limit=3), [0, 0, 0, 0, 1, 0, 0, 1])
+    # steps 1-3: truncated at t=3 (final obs 3, next obs reset to 0)
+    assert rows[2] == (0.0, False, True, 3.0, 3.0, 3)
+    assert rows[0][1:3] == (False, False) and rows[0][4] == 0.0
+    # step 5: action 1 terminates at t=2
+    assert rows[4] == (0.0, True, False, 2.0, 2.0, 2)
+    # step 8: action 1 at t=3 both terminates and hits the limit: termination wins
+    assert rows[7] == (0.0, True, False, 3.0, 3.0, 3)
+
+
+def _contract(env, num_steps, action_fn):
+    params = env.default_params
+    obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+    assert obs.shape == env.observation_shape and obs.dtype == jnp.float32
+    step = jax.jit(env.step)
+    saw_done = False
+    for t in range(num_steps):
+        out = step(jax.random.PRNGKey(t), state, action_fn(t), params)
+        assert len(out) == 6
+        obs, state, reward, terminated, truncated, info = out
+        assert obs.shape == env.observation_shape
+        assert reward.shape == () and terminated.dtype == bool and truncated.dtype == bool
+        assert not (bool(terminated) and bool(truncated))
+        assert info["final_observation"].shape == env.observation_shape
+        if bool(terminated) or bool(truncated):
+            saw_done = True
+            assert float(info["episode_length"]) > 0
+            assert not np.allclose(info["final_observation"], obs)
+        else:
+            np.testing.assert_array_equal(info["final_observation"], obs)
+    return saw_done
+
+
+def test_gymnax_cartpole_contract():
+    env = envs.make("CartPole-v1")
+    assert env.is_discrete and env.action_space.num_actions == 2 and env.family == "classic_control"
+    assert _contract(env, 60, lambda t: jnp.asarray(1))  # always pushing right falls within 60 steps
+
+
+def test_gymnax_time_limit_is_truncation():
+    env = envs.make("CartPole-v1")
+    params = env.default_params.replace(max_steps_in_episode=5)
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    flags = []
+    for t in range(5):
+        obs, state, _, term, trunc, info = env.step(jax.random.PRNGKey(t), state, jnp.asarray(t % 2), params)
+        flags.append((bool(term), bool(trunc)))
+    assert flags[-1] == (False, True) and not any(any(f) for f in flags[:-1])
+    assert float(info["episode_return"]) == 5.0
+
+
+def test_brax_contract_and_truncation():
+    env = envs.make("inverted_pendulum", backend="positional", episode_length=7)
+    assert not env.is_discrete and env.action_space.shape == (1,) and env.family == "brax"
+    flags = []
+
+    def action(t):
+        return jnp.zeros((1,))
+
+    params = env.default_params
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    step = jax.jit(env.step)
+    for t in range(7):
+        obs, state, reward, term, trunc, info = step(jax.random.PRNGKey(t), state, action(t), params)
+        flags.append((bool(term), bool(trunc)))
+    assert flags[-1] == (False, True)
+    assert float(info["episode_length"]) == 7.0
+    assert not np.allclose(info["final_observation"], obs)  # reset happened; final obs kept
+    assert _contract(env, 10, action)
+
+
+def test_every_listed_name_is_registered_and_unknown_lists_names():
+    names = envs.registered()
+    for name in ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0", "Breakout-MinAtar", "SpaceInvaders-MinAtar",
+                 "ant", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum", "pusher", "reacher", "swimmer", "walker2d"]:
+        assert name in names
+    with pytest.raises(envs.UnknownEnvironmentError, match="CartPole-v1.*hopper"):
+        envs.make("NoSuchEnv")
+    with pytest.raises(ValueError, match="positional"):
+        envs.make("hopper", backend="warp-drive")
+
+
+@pytest.mark.parametrize("name", ["Acrobot-v1", "Pendulum-v1", "Breakout-MinAtar"])
+def test_other_gymnax_families_step(name):
+    env = envs.make(name)
+    action = (lambda t: jnp.asarray(0)) if env.is_discrete else (lambda t: jnp.zeros(env.action_space.shape))
+    _contract(env, 3, action)
