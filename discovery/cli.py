@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "discovery.commands.meta_train",
     "discovery.commands.evaluate",
     "discovery.commands.distill",
+    "discovery.commands.plot_drift",
     "discovery.commands.sweep",
     "discovery.commands.bench",
 ]

@@ -42,3 +42,23 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_fitness_curve(rows: list[dict], path: str | Path, title: str) -> Path:
+    """Meta-training progress: population mean, max and best-so-far fitness per generation."""
+    generations = np.array([row["generation"] + 1 for row in rows])
+
+    def column(name):
+        return np.array([np.nan if row[name] is None else row[name] for row in rows], dtype=np.float64)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    mean, low, high = column("fitness_mean"), column("fitness_min"), column("fitness_max")
+    (line,) = ax.plot(generations, mean, label="population mean", linewidth=1.6)
+    ax.fill_between(generations, low, high, color=line.get_color(), alpha=0.15, linewidth=0, label="population min–max")
+    ax.plot(generations, column("best_fitness"), label="best so far", linewidth=1.2, linestyle="--")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)

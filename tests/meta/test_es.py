@@ -53,7 +53,7 @@ def noisy_fitness(key, member):
 def cached_strategy(config, template_name="drift"):
     """One strategy per (config, template) for the whole module: evosax jit-compiles
     per algorithm instance, so sharing instances keeps this file fast."""
-    template = {"drift": TEMPLATE, "small": SMALL_TEMPLATE, "scalar": jnp.zeros((1,))}[template_name]
+    template = {"drift": TEMPLATE, "small": SMALL_TEMPLATE}[template_name]
     return make_strategy(config, template)
 
 
@@ -94,9 +94,7 @@ def test_open_es_converges_on_toy_objective():
     assert_state_finite(state)
 
 
-@pytest.mark.parametrize(
-    "algorithm", ["CMA_ES", "SNES", "xNES", "PGPE", "SimpleGA", "DifferentialEvolution"]
-)
+@pytest.mark.parametrize("algorithm", ["CMA_ES", "SNES", "xNES", "PGPE", "SimpleGA"])
 def test_other_algorithms_improve_and_stay_finite(algorithm):
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), "small")
     state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
@@ -128,12 +126,16 @@ def test_population_based_first_generation_evaluates_initial_members():
 
 @pytest.mark.parametrize("direction", [1.0, -1.0])
 def test_higher_fitness_is_preferred(direction):
-    """Linear fitness f(x) = direction · x: the mean must move in +direction."""
-    template = jnp.zeros((1,))
-    strategy = cached_strategy(ESConfig(population_size=8), "scalar")
-    state = strategy.init(jax.random.key(0), template)
-    state, stats = run(strategy, state, jax.random.key(1), 10, lambda k, x: direction * x[0])
-    assert direction * strategy.mean(state)[0] > 0.1  # Adam moves ≈ lr = 0.03 per step
+    """Linear fitness f(x) = direction · x[w_out][0, 0]: that coordinate of the mean must
+    move in +direction."""
+    strategy = cached_strategy(ESConfig(population_size=8))
+    state = strategy.init(jax.random.key(0), TEMPLATE)
+
+    def linear_fitness(key, member):
+        return direction * member["w_out"][0, 0]
+
+    state, stats = run(strategy, state, jax.random.key(1), 10, linear_fitness)
+    assert direction * strategy.mean(state)["w_out"][0, 0] > 0.1  # Adam: ≈ lr = 0.03 a step
     assert strategy.best(state)[1] >= jnp.max(stats.fitness)
 
 
@@ -190,7 +192,7 @@ def test_nonfinite_members_keep_es_state_finite():
         w = member["w_out"][0, 0]
         return jnp.where(w > 0.02, jnp.nan, jnp.where(w > 0, jnp.inf, fitness))
 
-    strategy = cached_strategy(ESConfig(population_size=16))
+    strategy = cached_strategy(ESConfig(population_size=8))
     state = strategy.init(jax.random.key(0), TEMPLATE)
     total_nonfinite = 0
     for k in jax.random.split(jax.random.key(1), 8):
@@ -244,6 +246,17 @@ def test_chunked_evaluation_equals_unchunked(per_member_keys):
     np.testing.assert_array_equal(evaluate_population(noisy_fitness, population, keys, mesh=mesh), whole)
 
 
+def test_raw_uint32_keys_match_typed_keys():
+    """Legacy `jax.random.PRNGKey` keys work and give the same results as typed keys."""
+    strategy = cached_strategy(ESConfig(population_size=8))
+    raw_key = jax.random.PRNGKey(7)
+    results = []
+    for key in (raw_key, jax.random.wrap_key_data(raw_key)):
+        state = strategy.init(key, TEMPLATE)
+        results.append(run(strategy, state, key, 2, noisy_fitness))
+    assert_trees_equal(results[0], results[1])
+
+
 _DEVICE_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -295,19 +308,22 @@ def test_sharded_over_4_devices_equals_1_device(tmp_path):
 # --- checkpoints --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", ["Open_ES", "CMA_ES", "SimpleGA"])
-def test_state_round_trip_continues_identically(algorithm, tmp_path):
-    strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), "small")
-    state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
-    state, _ = run(strategy, state, jax.random.key(1), 2, small_fitness)
+@pytest.mark.parametrize(
+    "algorithm, template_name", [("Open_ES", "drift"), ("CMA_ES", "small"), ("SimpleGA", "small")]
+)
+def test_state_round_trip_continues_identically(algorithm, template_name, tmp_path):
+    strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), template_name)
+    fitness_fn = noisy_fitness if template_name == "drift" else small_fitness
+    state = strategy.init(jax.random.key(0), strategy.solution_template)
+    state, _ = run(strategy, state, jax.random.key(1), 2, fitness_fn)
 
     np.savez(tmp_path / "es.npz", **meta.state_to_arrays(state))
     with np.load(tmp_path / "es.npz") as saved:
         restored = meta.state_from_arrays(strategy, dict(saved))
     assert_trees_equal(restored, state)
 
-    continued = run(strategy, state, jax.random.key(2), 2, small_fitness)
-    resumed = run(strategy, restored, jax.random.key(2), 2, small_fitness)
+    continued = run(strategy, state, jax.random.key(2), 2, fitness_fn)
+    resumed = run(strategy, restored, jax.random.key(2), 2, fitness_fn)
     assert_trees_equal(continued, resumed)
 
 

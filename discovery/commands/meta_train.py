@@ -1,0 +1,176 @@
+"""``discovery meta-train``: evolve a learned drift (LPO / TA-LPO) with evolution strategies."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+
+import meta
+from discovery import meta_training as mt
+from discovery.errors import UserError
+from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
+from discovery.plots import plot_fitness_curve
+from discovery.progress import make_progress, status
+from discovery.wandb_logging import WandbRun, add_wandb_arguments
+
+EXAMPLE = "discovery meta-train --config configs/meta/cartpole_demo.yaml --generations 3 --out /tmp/m"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "meta-train",
+        help="meta-train a learned drift (LPO/TA-LPO) with evolution strategies",
+        description="Evolve drift parameters; fitness = final return of inner PPO runs that use the drift. "
+        "Extra --key value pairs override the config: top-level keys (generations, seeds, ...), ES keys "
+        "(population_size, sigma, learning_rate, algorithm, ...), drift.<option>, or PPO keys applied to every "
+        "task (total_timesteps, num_envs, ...). Example: " + EXAMPLE,
+    )
+    parser.add_argument("--config", default=None, help="meta-training YAML (configs/meta/*.yaml)")
+    parser.add_argument("--out", default=None, help="new run directory (default: runs/meta_<time>)")
+    parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--drift", choices=mt.LEARNED_FAMILIES, default=None, help="learned drift family (default: from config)")
+    parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
+    parser.add_argument("--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members")
+    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    parser.add_argument("--compare", action="store_true", help="at the end, train the learned drift, PPO and DPO on the first task and print their returns")
+    parser.add_argument("--compare-seeds", type=int, default=8, help="seeds for --compare (default: 8)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host: one process per host; see README)")
+    add_wandb_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def _collect_overrides(args, extra) -> dict:
+    from discovery.configs import parse_overrides
+
+    overrides = parse_overrides(extra)
+    for name in ("drift", "generations", "population_chunk"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return overrides
+
+
+def run(args, extra: list[str]) -> int:
+    if args.distributed:
+        jax.distributed.initialize()
+    overrides = _collect_overrides(args, extra)
+    references = None
+    state = None
+    start = 0
+    if args.resume:
+        out = Path(args.resume)
+        if not out.is_dir():
+            raise UserError(f"--resume directory {out} does not exist")
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume directory {out} is not a meta-training run (no config.yaml)")
+        stored = mt.load_meta_config(str(out / "config.yaml"), {})
+        config = mt.load_meta_config(args.config or str(out / "config.yaml"), overrides)
+        if config.identity() != stored.identity():
+            changed = sorted(k for k in stored.identity() if stored.identity()[k] != config.identity().get(k))
+            raise UserError(f"--resume {out} was started with a different config (differs in: {', '.join(changed)}); "
+                            "only generations, population_chunk and checkpoint_every may change on resume")
+    else:
+        if not args.config:
+            raise UserError("--config is required (e.g. configs/meta/cartpole_demo.yaml), or --resume DIR")
+        config = mt.load_meta_config(args.config, overrides)
+        out = Path(args.out or f"runs/meta_{datetime.now():%Y%m%d-%H%M%S}")
+
+    run_ = mt.build_run(config, None, None)  # validates drift, tasks and ES before anything heavy
+    if args.resume:
+        latest = mt.latest_checkpoint_file(out)
+        if latest is not None:
+            checkpoint = mt.load_checkpoint(latest, run_.strategy)
+            if checkpoint.config and mt.meta_config_from_dict(checkpoint.config, {}).identity() != config.identity():
+                raise UserError(f"checkpoint {latest} belongs to a different config than {out}/config.yaml")
+            state, start, references = checkpoint.es_state, checkpoint.generation, checkpoint.references
+            status(f"resuming {out} from generation {start} ({latest.name})")
+        else:
+            status(f"no checkpoint in {out} yet: starting it from generation 0")
+    else:
+        out = prepare_run_dir(out, overwrite=args.overwrite)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    from discovery.training import run_seeds
+
+    if config.uses_reference and references is None:
+        references = mt.reference_returns(run_.specs, config.seeds, config.seed, run_seeds)
+        status("reference PPO returns: " + ", ".join(f"{s.env} {r:.1f}" for s, r in zip(run_.specs, references)))
+    mesh = meta.make_population_mesh() if jax.local_device_count() > 1 else None
+    run_ = mt.build_run(config, references, mesh)
+    if state is None:
+        state = mt.initial_state(run_)
+
+    devices = jax.local_device_count()
+    tasks = ", ".join(t.env for t in config.tasks)
+    status(
+        f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
+        f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per generation, "
+        f"generations {start}→{config.generations}, {devices} device(s) → {out}"
+    )
+    wandb_run = WandbRun(args.wandb, out, project=args.wandb_project, entity=args.wandb_entity, group=args.wandb_group,
+                         name=out.name, config=config.to_dict(), job_type="meta-train")
+    progress = make_progress()
+    task = progress.add_task("generations", total=config.generations, completed=start, rate="")
+
+    def on_generation(row):
+        mean, best, sigma = (row[k] if row[k] is not None else float("nan") for k in ("fitness_mean", "best_fitness", "sigma"))
+        progress.update(task, advance=1, rate=f"fit {mean:.3g} best {best:.3g} σ {sigma:.3g} · {row['env_steps_per_second']:,.0f} steps/s")
+        if not progress.console.is_terminal:
+            status(f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max {row['fitness_max'] or float('nan'):.4g}, "
+                   f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
+                   f"({row['env_steps_per_second']:,.0f} env-steps/s)")
+        wandb_run.log({k: v for k, v in row.items() if k != "fitness" and v is not None}, step=row["generation"])
+
+    started = time.perf_counter()
+    if start < config.generations:
+        status("[dim]compiling the generation (the first one includes compile time)…[/dim]")
+        with progress:
+            state, rows = mt.run_generations(run_, state, start, config.generations, out, on_generation)
+    else:
+        rows = mt.read_metrics(out)
+        status(f"{out} already has {start} generations; nothing to run (raise --generations to continue)")
+    elapsed = time.perf_counter() - started
+    if rows:
+        plot_fitness_curve(rows, out / "fitness.png", title=f"{config.drift} on {tasks} ({config.es.algorithm})")
+    summary = {"generations": config.generations, "seconds_this_session": elapsed, "references": references,
+               "final_fitness_mean": rows[-1]["fitness_mean"] if rows else None,
+               "best_fitness": rows[-1]["best_fitness"] if rows else None}
+    status(f"done: {len(rows)} generations, last mean fitness {summary['final_fitness_mean']}, best {summary['best_fitness']} "
+           f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, best_drift.npz, fitness.png")
+
+    if args.compare:
+        summary["comparison"] = compare_on_first_task(run_, out, args.compare_seeds, wandb_run)
+    atomic_write_json(out / "summary.json", {**summary, "environment": environment_info()})
+    wandb_run.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    wandb_run.finish()
+    return 0
+
+
+def compare_on_first_task(run_: mt.MetaRun, out: Path, num_seeds: int, wandb_run) -> dict:
+    """Train the learned drift (ES mean), PPO and DPO on the first task at the meta-training budget."""
+    from discovery.drifts import resolve_drift
+    from discovery.stats import mean_ci
+    from discovery.training import run_seeds
+
+    spec = run_.specs[0]
+    # Fresh seeds, disjoint from the ones the ES saw (those were fold_in(run_key, generation)).
+    seed = run_.config.seed + 10_000
+    rows = []
+    for text in (str(out / "drift.npz"), "ppo", "dpo"):
+        resolved = resolve_drift(text)
+        result = run_seeds(spec, resolved, num_seeds, seed=seed, description=f"compare {resolved.label}")
+        mean, low, high = mean_ci(result.final_returns)
+        rows.append({"drift": resolved.label, "mean": mean, "ci95": [low, high], "per_seed": result.final_returns.tolist()})
+    width = max(len(r["drift"]) for r in rows)
+    lines = [f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds (final return, 95% CI):"]
+    lines += [f"  {r['drift']:<{width}}  {r['mean']:8.1f}  [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" for r in rows]
+    status("\n".join(lines))
+    atomic_write_json(out / "comparison.json", {"env": spec.env, "env_steps": spec.ppo.env_steps, "seeds": num_seeds, "rows": rows})
+    wandb_run.log_table("comparison", ["drift", "mean", "ci_low", "ci_high"], [[r["drift"], r["mean"], *r["ci95"]] for r in rows])
+    return {"env": spec.env, "rows": rows}

@@ -1,0 +1,275 @@
+"""Distil a (learned) drift into closed forms by least squares.
+
+Samples ``(r, Â, p)``, targets ``d = drift(r, Â, p)``:
+
+* **grid**: ``r`` in ``[0.05, 3]`` × ``Â`` in ``[−3, 3]`` (dense, uniform), at every
+  progress value in ``progress`` when the drift depends on progress (TA-LPO),
+  else at ``p = 0`` only. Fitting a progress-free closed form to the stacked
+  progress values fits the drift *averaged over training progress*.
+* **rollout** (optional, ``--env``): the ``(r, Â, p)`` the drift actually sees
+  when a learner trains with it: :func:`record_rollout_samples` runs one short
+  training (one seed) whose drift records its inputs through
+  ``jax.debug.callback`` and keeps a random subset. ``Â`` is the
+  minibatch-normalised advantage the drift receives.
+
+Each sample set gets equal total weight in the objective
+``Σ w (f(r, Â) − d)²`` (so a dense grid does not drown the rollout samples).
+Every family is fitted from several initialisations at once (``vmap``) with
+Adam on unconstrained parameters (``log α``, ``log β``, polynomial
+coefficients), and the best fit is kept. Reported per family: weighted R²
+and RMSE on all samples, and R² and max |error| on each sample set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import drift_functions
+from discovery.configs import TrainSpec
+from discovery.drifts import ResolvedDrift
+from drift_functions.polynomial import NUM_TERMS
+from rl_algos.ppo import make_train
+
+RATIO_RANGE = (0.05, 3.0)
+ADVANTAGE_RANGE = (-3.0, 3.0)
+DEFAULT_PROGRESS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclasses.dataclass
+class Samples:
+    """``[N]`` arrays of drift inputs, targets and weights, with the set each sample came from."""
+
+    ratio: np.ndarray
+    advantage: np.ndarray
+    progress: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    source: np.ndarray  # str per sample: "grid" or "rollout"
+
+    def subset(self, name: str) -> "Samples":
+        mask = self.source == name
+        return Samples(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+    @property
+    def sources(self) -> list[str]:
+        return list(dict.fromkeys(self.source.tolist()))
+
+
+def drift_values(resolved: ResolvedDrift, ratio, advantage, progress) -> np.ndarray:
+    apply = jax.jit(lambda r, a, p: resolved.drift.apply(resolved.params, r, a, p))
+    return np.asarray(apply(jnp.asarray(ratio, jnp.float32), jnp.asarray(advantage, jnp.float32), jnp.asarray(progress, jnp.float32)))
+
+
+def depends_on_progress(resolved: ResolvedDrift, num_ratio: int = 40, num_advantage: int = 21) -> bool:
+    ratio, advantage = _grid(num_ratio, num_advantage)
+    at0 = drift_values(resolved, ratio, advantage, np.zeros_like(ratio))
+    at1 = drift_values(resolved, ratio, advantage, np.ones_like(ratio))
+    return not np.allclose(at0, at1, rtol=0, atol=1e-7)
+
+
+def _grid(num_ratio: int, num_advantage: int) -> tuple[np.ndarray, np.ndarray]:
+    ratio, advantage = np.meshgrid(np.linspace(*RATIO_RANGE, num_ratio), np.linspace(*ADVANTAGE_RANGE, num_advantage), indexing="ij")
+    return ratio.reshape(-1).astype(np.float32), advantage.reshape(-1).astype(np.float32)
+
+
+def grid_samples(resolved: ResolvedDrift, progress_values=DEFAULT_PROGRESS, num_ratio: int = 120, num_advantage: int = 61) -> Samples:
+    """The dense grid, stacked over ``progress_values`` if the drift depends on progress."""
+    ratio, advantage = _grid(num_ratio, num_advantage)
+    values = list(progress_values) if depends_on_progress(resolved) else [0.0]
+    ratio_all = np.tile(ratio, len(values))
+    advantage_all = np.tile(advantage, len(values))
+    progress_all = np.repeat(np.asarray(values, np.float32), ratio.size)
+    target = drift_values(resolved, ratio_all, advantage_all, progress_all)
+    n = ratio_all.size
+    return Samples(ratio_all, advantage_all, progress_all, target, np.full(n, 1.0 / n), np.full(n, "grid"))
+
+
+def record_rollout_samples(spec: TrainSpec, resolved: ResolvedDrift, max_samples: int = 20_000, seed: int = 0) -> Samples:
+    """Train one seed of ``spec`` with ``resolved`` and record up to ``max_samples`` drift inputs.
+
+    The drift is wrapped so that every call (one per minibatch) sends its
+    ``(r, Â, p)`` to the host with ``jax.debug.callback``; each call keeps a
+    random share, so memory stays bounded on big batches. Returns targets
+    from the unwrapped drift.
+    """
+    config = spec.ppo
+    calls = config.num_updates * config.update_epochs * config.num_minibatches
+    per_call = max(1, math.ceil(2 * max_samples / max(calls, 1)))
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+
+    def record(ratio, advantage, progress):
+        ratio = np.asarray(ratio).reshape(-1)
+        advantage = np.asarray(advantage).reshape(-1)
+        progress = np.broadcast_to(np.asarray(progress, np.float32), ratio.shape)
+        take = rng.choice(ratio.size, size=min(per_call, ratio.size), replace=False)
+        kept.append(np.stack([ratio[take], advantage[take], progress[take]], axis=1))
+
+    inner = resolved.drift
+
+    def apply(params, ratio, advantage, progress):
+        jax.debug.callback(record, ratio, advantage, progress)
+        return inner.apply(params, ratio, advantage, progress)
+
+    recording = drift_functions.Drift(inner.name, dict(inner.options), inner.init, apply)
+    train = jax.jit(make_train(config, spec.make_env(), recording))
+    jax.block_until_ready(train(jax.random.PRNGKey(seed), resolved.params))
+    if not kept:
+        raise RuntimeError("the recording run made no drift calls")
+    data = np.concatenate(kept).astype(np.float32)
+    data = data[np.all(np.isfinite(data), axis=1)]
+    if data.shape[0] > max_samples:
+        data = data[rng.choice(data.shape[0], size=max_samples, replace=False)]
+    ratio, advantage, progress = data.T
+    target = drift_values(resolved, ratio, advantage, progress)
+    n = ratio.size
+    return Samples(ratio, advantage, progress, target, np.full(n, 1.0 / n), np.full(n, "rollout"))
+
+
+def combine(*sets: Samples) -> Samples:
+    """Concatenate sample sets, each normalised to total weight ``1 / len(sets)``."""
+    sets = [s for s in sets if s is not None and s.ratio.size]
+    parts = {f.name: [] for f in dataclasses.fields(Samples)}
+    for s in sets:
+        for f in dataclasses.fields(Samples):
+            value = getattr(s, f.name)
+            parts[f.name].append(value / value.sum() / len(sets) if f.name == "weight" else value)
+    return Samples(*(np.concatenate(parts[f.name]) for f in dataclasses.fields(Samples)))
+
+
+# ---- closed-form families to fit ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A closed form with unconstrained coordinates ``z`` for the optimiser."""
+
+    name: str
+    size: int
+    to_params: Callable[[jax.Array], dict]
+    from_params: Callable[[dict], np.ndarray]
+    make: Callable[[dict], drift_functions.Drift]  # fitted params -> drift with matching options
+    base_inits: tuple[tuple[float, ...], ...]
+
+
+def _dpo_to_params(z):
+    return {"alpha": jnp.exp(z[0]), "beta": jnp.exp(z[1])}
+
+
+def _poly_to_params(z):
+    return {"alpha": jnp.exp(z[0]), "beta": jnp.exp(z[1]), "pos": z[2:2 + NUM_TERMS], "neg": z[2 + NUM_TERMS:]}
+
+
+def _scalar(params, key) -> float:
+    return float(np.asarray(params[key]))
+
+
+FAMILIES: dict[str, Family] = {
+    "dpo": Family(
+        "dpo", 2, _dpo_to_params,
+        lambda p: np.log([_scalar(p, "alpha"), _scalar(p, "beta")]),
+        lambda p: drift_functions.make("dpo", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
+        tuple((math.log(a), math.log(b)) for a in (0.5, 2.0, 8.0) for b in (0.2, 0.6, 2.0)),
+    ),
+    "dpo_poly": Family(
+        "dpo_poly", 2 + 2 * NUM_TERMS, _poly_to_params,
+        lambda p: np.concatenate([np.log([_scalar(p, "alpha"), _scalar(p, "beta")]), np.asarray(p["pos"]), np.asarray(p["neg"])]),
+        lambda p: drift_functions.make("dpo_poly", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
+        tuple((math.log(a), math.log(b)) + (0.0,) * (2 * NUM_TERMS) for a, b in ((2.0, 0.6), (0.5, 0.2), (8.0, 2.0))),
+    ),
+}
+
+
+@dataclasses.dataclass
+class Fit:
+    family: str
+    drift: drift_functions.Drift
+    params: dict
+    metrics: dict[str, Any]
+
+
+def _weighted_r2(pred, target, weight) -> float:
+    weight = weight / weight.sum()
+    mean = np.sum(weight * target)
+    total = np.sum(weight * (target - mean) ** 2)
+    residual = np.sum(weight * (pred - target) ** 2)
+    return float(1.0 - residual / total) if total > 0 else (1.0 if residual == 0 else float("-inf"))
+
+
+def fit_metrics(drift: drift_functions.Drift, params, samples: Samples) -> dict[str, Any]:
+    pred = np.asarray(jax.jit(drift.apply)(params, jnp.asarray(samples.ratio), jnp.asarray(samples.advantage), jnp.asarray(samples.progress)))
+    error = pred - samples.target
+    metrics: dict[str, Any] = {
+        "r2": _weighted_r2(pred, samples.target, samples.weight),
+        "rmse": float(np.sqrt(np.sum(samples.weight * error**2) / samples.weight.sum())),
+        "max_abs_error": float(np.max(np.abs(error))),
+    }
+    for name in samples.sources:
+        mask = samples.source == name
+        metrics[f"r2_{name}"] = _weighted_r2(pred[mask], samples.target[mask], np.ones(mask.sum()))
+        metrics[f"max_abs_error_{name}"] = float(np.max(np.abs(error[mask])))
+        metrics[f"n_{name}"] = int(mask.sum())
+    return metrics
+
+
+def fit_family(family: Family, samples: Samples, extra_inits=(), steps: int = 3000, learning_rate: float = 0.05) -> Fit:
+    """Weighted least squares of ``family`` to ``samples`` from every init at once; keeps the best."""
+    inits = np.asarray(list(family.base_inits) + [np.asarray(z, np.float64) for z in extra_inits], np.float32)
+    drift = drift_functions.make(family.name)
+    ratio, advantage = jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)
+    progress = jnp.asarray(samples.progress)
+    target, weight = jnp.asarray(samples.target), jnp.asarray(samples.weight / samples.weight.sum())
+
+    def loss(z):
+        pred = drift.apply(family.to_params(z), ratio, advantage, progress)
+        return jnp.sum(weight * (pred - target) ** 2)
+
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
+
+    def run(z0):
+        def step(carry, _):
+            z, state = carry
+            value, grad = jax.value_and_grad(loss)(z)
+            updates, state = optimizer.update(grad, state, z)
+            return (optax.apply_updates(z, updates), state), value
+
+        (z, _), _ = jax.lax.scan(step, (z0, optimizer.init(z0)), None, steps)
+        return z, loss(z)
+
+    zs, losses = jax.jit(jax.vmap(run))(jnp.asarray(inits))
+    losses = np.where(np.isfinite(np.asarray(losses)), np.asarray(losses), np.inf)
+    best = int(np.argmin(losses))
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), family.to_params(zs[best]))
+    fitted = family.make(params)
+    metrics = fit_metrics(fitted, params, samples)
+    metrics["loss"] = float(losses[best])
+    metrics["inits"] = int(len(inits))
+    return Fit(family.name, fitted, params, metrics)
+
+
+def distill(samples: Samples, families: list[str]) -> list[Fit]:
+    """Fit each family in ``families`` (``dpo`` first; ``dpo_poly`` also starts from the DPO fit)."""
+    fits: list[Fit] = []
+    for name in families:
+        family = FAMILIES[name]
+        extra = []
+        if name == "dpo_poly":
+            extra = [FAMILIES["dpo_poly"].from_params({**f.params, "pos": np.zeros(NUM_TERMS), "neg": np.zeros(NUM_TERMS)})
+                     for f in fits if f.family == "dpo"]
+        fits.append(fit_family(family, samples, extra_inits=extra))
+    return fits
+
+
+def describe_params(params: dict) -> str:
+    parts = []
+    for key in sorted(params):
+        value = np.asarray(params[key])
+        parts.append(f"{key}={value.item():.4g}" if value.size == 1 else f"{key}=[{', '.join(f'{v:.3g}' for v in value.reshape(-1))}]")
+    return ", ".join(parts)

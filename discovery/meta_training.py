@@ -1,0 +1,342 @@
+"""Meta-training a learned drift with evolution strategies: config, fitness, checkpoints, the loop.
+
+Fitness of a drift = mean episodic return at the end of an inner PPO run that
+uses it (``final_return``), averaged over inner seeds; with several tasks each
+task's return is first divided by a reference return (PPO's, computed once at
+the start and stored in every checkpoint) and the ratios are averaged.
+
+Every generation's key is ``fold_in(run_key, generation)``, so a resumed run
+replays exactly the generations an uninterrupted one would have run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import drift_functions
+import meta
+from discovery import configs
+from discovery.configs import TrainSpec
+from discovery.drifts import ResolvedDrift
+from discovery.errors import UserError
+from discovery.outputs import atomic_write_bytes, atomic_write_text
+from rl_algos.ppo import final_return, make_train
+
+LEARNED_FAMILIES = ("lpo", "ta_lpo")
+CHECKPOINT_PREFIX = "gen_"
+KEEP_CHECKPOINTS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    env: str
+    overrides: dict  # PPOConfig fields / Brax env options for this task
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """One meta-training run (``configs/meta/*.yaml``)."""
+
+    drift: str = "lpo"
+    drift_options: dict = dataclasses.field(default_factory=lambda: {"ppo_init": True})
+    tasks: tuple = (TaskConfig("CartPole-v1", {}),)
+    es: meta.ESConfig = meta.ESConfig()
+    generations: int = 100
+    seeds: int = 2
+    seed: int = 0
+    normalize: str = "auto"  # "auto" (multi-task only), "ppo" (always), "none"
+    checkpoint_every: int = 5
+    population_chunk: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "drift": self.drift,
+            "drift_options": dict(self.drift_options),
+            "tasks": [{"env": t.env, "overrides": dict(t.overrides)} for t in self.tasks],
+            "es": dataclasses.asdict(self.es),
+            "generations": self.generations,
+            "seeds": self.seeds,
+            "seed": self.seed,
+            "normalize": self.normalize,
+            "checkpoint_every": self.checkpoint_every,
+            "population_chunk": self.population_chunk,
+        }
+
+    def identity(self) -> dict:
+        """What must match for ``--resume``: everything except the number of generations
+        and how the population is chunked (neither changes any generation's result)."""
+        data = self.to_dict()
+        data.pop("generations")
+        data.pop("population_chunk")
+        data.pop("checkpoint_every")
+        return data
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.normalize == "ppo" or (self.normalize == "auto" and len(self.tasks) > 1)
+
+
+_TOP_LEVEL = {f.name for f in dataclasses.fields(MetaConfig)} - {"tasks", "es", "drift_options"}
+_ES_FIELDS = {f.name for f in dataclasses.fields(meta.ESConfig)}
+
+
+def load_meta_config(path: str | None, overrides: dict[str, Any]) -> MetaConfig:
+    """Read a meta YAML (see :func:`meta_config_from_dict`) and apply ``--key value`` overrides."""
+    return meta_config_from_dict(configs.load_yaml(path) if path else {}, overrides, str(path))
+
+
+def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "config") -> MetaConfig:
+    """Build a :class:`MetaConfig` from a YAML mapping and overrides.
+
+    Override keys: any top-level field (``generations``, ``seeds``, ...), any
+    ES field (``population_size``, ``sigma``, ...; also as ``es.<field>``), any
+    ``drift_options`` entry as ``drift.<option>``, and anything else is applied
+    to every task (PPO fields like ``total_timesteps``, Brax env options).
+    """
+    unknown = sorted(set(data) - _TOP_LEVEL - {"tasks", "es", "drift_options"})
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(_TOP_LEVEL | {'tasks', 'es', 'drift_options'}))}")
+    top = {k: v for k, v in data.items() if k in _TOP_LEVEL}
+    es_values = dict(data.get("es") or {})
+    drift_options = dict(data.get("drift_options") or MetaConfig().drift_options)
+    task_overrides: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key.startswith("es.") or (key in _ES_FIELDS and key not in _TOP_LEVEL):
+            es_values[key.removeprefix("es.")] = value
+        elif key.startswith("drift."):
+            drift_options[key.removeprefix("drift.")] = value
+        elif key in _TOP_LEVEL:
+            top[key] = value
+        else:
+            task_overrides[key] = value
+    raw_tasks = data.get("tasks") or [{"env": "CartPole-v1"}]
+    if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) and "env" in t for t in raw_tasks):
+        raise UserError(f"'tasks' in {path} must be a list of mappings with an 'env' key")
+    tasks = tuple(TaskConfig(str(t["env"]), {**(t.get("overrides") or {}), **task_overrides}) for t in raw_tasks)
+    base = MetaConfig(drift_options=drift_options, tasks=tasks)
+    config = configs.replace_fields(base, top, "meta config")
+    try:
+        es_types = configs.field_types(meta.ESConfig)
+        bad = sorted(set(es_values) - set(es_types))
+        if bad:
+            raise UserError(f"unknown es field(s) {', '.join(bad)}; valid fields: {', '.join(es_types)}")
+        es = meta.ESConfig(**{k: configs.coerce(v, es_types[k], k) for k, v in es_values.items()})
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    config = dataclasses.replace(config, es=es)
+    if config.drift not in LEARNED_FAMILIES:
+        raise UserError(f"meta-training learns a network drift; --drift must be one of {', '.join(LEARNED_FAMILIES)}, got {config.drift!r}")
+    if config.normalize not in ("auto", "ppo", "none"):
+        raise UserError(f"normalize must be auto, ppo or none, got {config.normalize!r}")
+    for name in ("generations", "seeds", "checkpoint_every"):
+        if getattr(config, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.population_chunk is not None and config.population_chunk < 1:
+        raise UserError(f"population_chunk must be >= 1, got {config.population_chunk}")
+    return config
+
+
+def make_drift(config: MetaConfig) -> drift_functions.Drift:
+    try:
+        return drift_functions.make(config.drift, **config.drift_options)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def task_specs(config: MetaConfig) -> list[TrainSpec]:
+    return [configs.load_train_spec(task.env, task.overrides)[0] for task in config.tasks]
+
+
+# ---- fitness ------------------------------------------------------------------
+
+
+def make_fitness_fn(specs: list[TrainSpec], drift, num_seeds: int, references: np.ndarray | None) -> Callable:
+    """``fitness(key, drift_params) -> ()``: mean over tasks of (final return / reference).
+
+    Each task trains ``num_seeds`` learners (keys split from ``key``) in one vmap.
+    """
+    trains = [(jax.vmap(make_train(spec.ppo, spec.make_env(), drift), in_axes=(0, None)), spec.ppo.final_return_window) for spec in specs]
+    scale = None if references is None else jnp.asarray(references, jnp.float32)
+
+    def fitness(key, drift_params):
+        scores = []
+        for index, (train, window) in enumerate(trains):
+            keys = jax.random.split(jax.random.fold_in(key, index), num_seeds)
+            _, metrics = train(keys, drift_params)
+            score = jnp.mean(final_return(metrics, window))
+            scores.append(score if scale is None else score / scale[index])
+        return jnp.mean(jnp.stack(scores))
+
+    return fitness
+
+
+def reference_returns(specs: list[TrainSpec], num_seeds: int, seed: int, run_seeds_fn) -> np.ndarray:
+    """PPO-clip's mean final return on each task (the multi-task normaliser)."""
+    from discovery.drifts import resolve_drift
+
+    values = []
+    for spec in specs:
+        result = run_seeds_fn(spec, resolve_drift("ppo_clip"), num_seeds, seed=seed, description=f"reference PPO on {spec.env}")
+        value = float(np.nanmean(result.final_returns))
+        if not np.isfinite(value) or abs(value) < 1e-8:
+            raise UserError(f"PPO's reference return on {spec.env} is {value}; cannot normalise by it (set normalize: none)")
+        values.append(value)
+    return np.asarray(values, np.float64)
+
+
+# ---- checkpoints ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    generation: int  # generations completed
+    es_state: Any
+    references: np.ndarray | None
+    config: dict
+
+
+def checkpoint_path(out: Path, generation: int) -> Path:
+    return out / "checkpoints" / f"{CHECKPOINT_PREFIX}{generation:06d}.npz"
+
+
+def save_checkpoint(out: Path, checkpoint: Checkpoint) -> Path:
+    """Atomically write one checkpoint and prune all but the newest few."""
+    arrays = {f"es/{k}": v for k, v in meta.state_to_arrays(checkpoint.es_state).items()}
+    header = {"generation": checkpoint.generation, "config": checkpoint.config,
+              "references": None if checkpoint.references is None else np.asarray(checkpoint.references).tolist()}
+    arrays["__header__"] = np.asarray(json.dumps(header))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path = atomic_write_bytes(checkpoint_path(out, checkpoint.generation), buffer.getvalue())
+    for old in sorted((out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.npz"))[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint_file(out: Path) -> Path | None:
+    files = sorted((out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.npz"))
+    return files[-1] if files else None
+
+
+def load_checkpoint(path: Path, strategy: meta.Strategy) -> Checkpoint:
+    """Read a checkpoint; any damage is a one-line :class:`UserError` (the file is left as is)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["__header__"]))
+            arrays = {k[3:]: np.asarray(data[k]) for k in data.files if k.startswith("es/")}
+        state = meta.state_from_arrays(strategy, arrays)
+    except Exception as error:
+        raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    references = header.get("references")
+    return Checkpoint(int(header["generation"]), state, None if references is None else np.asarray(references), header["config"])
+
+
+# ---- artifacts and logs ------------------------------------------------------------
+
+
+def save_drift_artifacts(out: Path, drift, strategy: meta.Strategy, state, generation: int, best_fitness: float) -> None:
+    mean = jax.tree.map(np.asarray, strategy.mean(state))
+    best, best_value = strategy.best(state)
+    common = {"generation": generation, "es_algorithm": strategy.config.algorithm}
+    drift_functions.save_artifact(out / "drift.npz", drift, mean, {"label": f"{drift.name}-mean", **common})
+    drift_functions.save_artifact(out / "best_drift.npz", drift, jax.tree.map(np.asarray, best),
+                                  {"label": f"{drift.name}-best", "fitness": float(best_value), **common})
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(out: Path, rows: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` atomically (it is small: one line per generation)."""
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+
+
+# ---- the loop ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MetaRun:
+    """Everything the generation loop needs, built once."""
+
+    config: MetaConfig
+    drift: drift_functions.Drift
+    strategy: meta.Strategy
+    fitness_fn: Callable
+    specs: list[TrainSpec]
+    references: np.ndarray | None
+    mesh: Any
+    run_key: jax.Array
+
+    @property
+    def env_steps_per_generation(self) -> int:
+        per_member = sum(spec.ppo.env_steps for spec in self.specs) * self.config.seeds
+        return per_member * self.config.es.population_size
+
+
+def build_run(config: MetaConfig, references: np.ndarray | None, mesh) -> MetaRun:
+    drift = make_drift(config)
+    specs = task_specs(config)
+    template = drift.init(jax.random.PRNGKey(0))
+    try:
+        strategy = meta.make_strategy(config.es, template)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    fitness_fn = make_fitness_fn(specs, drift, config.seeds, references if config.uses_reference else None)
+    return MetaRun(config, drift, strategy, fitness_fn, specs, references, mesh, jax.random.PRNGKey(config.seed))
+
+
+def initial_state(run: MetaRun):
+    key_init, key_mean = jax.random.split(run.run_key)  # generation keys are fold_in(run_key, g)
+    return run.strategy.init(key_init, run.drift.init(key_mean))
+
+
+def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_generation: Callable[[dict], None] | None = None):
+    """Run generations ``start .. stop-1``; checkpoint every ``checkpoint_every`` and at ``stop``."""
+    rows = [row for row in read_metrics(out) if row["generation"] < start]
+    for generation in range(start, stop):
+        started = time.perf_counter()
+        key = jax.random.fold_in(run.run_key, generation)
+        state, stats = meta.run_generation(run.strategy, state, key, run.fitness_fn, mesh=run.mesh,
+                                           chunk_size=run.config.population_chunk)
+        fitness = np.asarray(stats.fitness)
+        seconds = time.perf_counter() - started
+        row = {
+            "generation": generation,
+            "fitness_mean": _finite_or_none(stats.fitness_mean),
+            "fitness_max": _finite_or_none(stats.fitness_max),
+            "fitness_min": _finite_or_none(stats.fitness_min),
+            "fitness_std": _finite_or_none(stats.fitness_std),
+            "best_fitness": _finite_or_none(stats.best_fitness),
+            "sigma": _finite_or_none(stats.sigma),
+            "num_nonfinite": int(stats.num_nonfinite),
+            "seconds": seconds,
+            "env_steps_per_second": run.env_steps_per_generation / max(seconds, 1e-9),
+            "fitness": [_finite_or_none(v) for v in fitness],
+        }
+        rows.append(row)
+        completed = generation + 1
+        write_metrics(out, rows)
+        if completed % run.config.checkpoint_every == 0 or completed == stop:
+            save_checkpoint(out, Checkpoint(completed, state, run.references, run.config.to_dict()))
+            save_drift_artifacts(out, run.drift, run.strategy, state, completed, row["best_fitness"])
+        if on_generation is not None:
+            on_generation(row)
+    return state, rows
+
+
+def _finite_or_none(value) -> float | None:
+    value = float(np.asarray(value))
+    return value if np.isfinite(value) else None

@@ -1,0 +1,152 @@
+"""``discovery evaluate``: files, statistics, resuming, and one-line errors (tiny CartPole budgets)."""
+
+import csv
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+import discovery.evaluation as evaluation
+import drift_functions
+from discovery.cli import main
+from discovery.training import TrainingResult
+
+TINY = ["--total-timesteps", "4096", "--num-envs", "4", "--bootstrap-reps", "200"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "grid"
+    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(out), *TINY])
+    assert code == 0
+    return out
+
+
+def test_writes_every_file(evaluated):
+    for name in ("results.csv", "results.json", "results.md", "evaluation.json", "curves_CartPole-v1.png", "normalized_scores.png"):
+        assert (evaluated / name).is_file(), name
+    assert sorted(p.name for p in (evaluated / "cells").iterdir()) == [
+        "CartPole-v1__dpo.json", "CartPole-v1__dpo.npz", "CartPole-v1__ppo.json", "CartPole-v1__ppo.npz"]
+    assert_png(evaluated / "curves_CartPole-v1.png")
+    assert_png(evaluated / "normalized_scores.png")
+    markdown = (evaluated / "results.md").read_text()
+    assert "| CartPole-v1 | ppo |" in markdown and "| CartPole-v1 | dpo |" in markdown
+
+
+def test_csv_and_json_rows_are_consistent(evaluated):
+    with open(evaluated / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["env"], r["drift"]) for r in rows] == [("CartPole-v1", "ppo"), ("CartPole-v1", "dpo")]
+    results = json.loads((evaluated / "results.json").read_text())
+    for row, saved in zip(rows, results["rows"]):
+        finals = np.asarray(saved["final_returns"], float)
+        assert int(row["seeds"]) == 2 and finals.shape == (2,)
+        assert float(row["mean"]) == pytest.approx(finals.mean(), rel=1e-6)
+        assert float(row["median"]) == pytest.approx(np.median(finals), rel=1e-6)
+        assert float(row["mean_ci_low"]) <= float(row["mean"]) <= float(row["mean_ci_high"])
+        assert float(row["iqm_ci_low"]) <= float(row["iqm"]) <= float(row["iqm_ci_high"])
+        assert float(row["wall_seconds"]) > 0
+    assert results["reference"] == "ppo"
+    assert float(rows[0]["normalized_mean"]) == pytest.approx(1.0, rel=1e-5)
+    ppo_mean = float(rows[0]["mean"])
+    assert float(rows[1]["normalized_mean"]) == pytest.approx(float(rows[1]["mean"]) / ppo_mean, rel=1e-5)
+    assert set(results["aggregate"]) == {"ppo", "dpo"}
+    assert results["aggregate"]["ppo"]["envs"] == ["CartPole-v1"]
+
+
+def test_same_seeds_for_every_drift(evaluated):
+    grid = json.loads((evaluated / "evaluation.json").read_text())
+    assert grid["seeds"] == 2 and grid["seed"] == 0
+    fingerprints = [json.loads((evaluated / "cells" / f"CartPole-v1__{d}.json").read_text())["fingerprint"] for d in ("ppo", "dpo")]
+    assert fingerprints[0]["seed"] == fingerprints[1]["seed"] and fingerprints[0]["train"] == fingerprints[1]["train"]
+
+
+def _fake_run_seeds(calls):
+    def fake(spec, resolved, num_seeds, seed=0, **kwargs):
+        calls.append(resolved.label)
+        updates = spec.ppo.num_updates
+        curve = np.full((num_seeds, updates), 10.0, np.float32)
+        metrics = {"episode_return": curve, "episodes": np.ones((num_seeds, updates), np.float32)}
+        return TrainingResult(metrics, np.full(num_seeds, 10.0), np.arange(1, updates + 1) * spec.ppo.batch_size, 0.1, 0.1)
+    return fake
+
+
+def test_rerun_skips_finished_cells(evaluated, monkeypatch):
+    cells = sorted((evaluated / "cells").iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in cells}
+    calls = []
+    monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
+    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(evaluated), *TINY])
+    assert code == 0
+    assert calls == []
+    assert {p.name: p.stat().st_mtime_ns for p in sorted((evaluated / "cells").iterdir())} == before
+
+
+def test_growing_the_grid_trains_only_new_cells(evaluated, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "grown"
+    shutil.copytree(evaluated, out)
+    calls = []
+    monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
+    code = main(["evaluate", "--drifts", "ppo,dpo,dpo:alpha=1.5", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(out), *TINY])
+    assert code == 0
+    assert calls == ["dpo:alpha=1.5"]
+    with open(out / "results.csv") as handle:
+        assert [r["drift"] for r in csv.DictReader(handle)] == ["ppo", "dpo", "dpo:alpha=1.5"]
+
+
+def test_rerun_with_other_settings_is_refused(evaluated, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
+    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "3", "--out", str(evaluated), *TINY])
+    assert code == 2 and calls == []
+    assert "different result" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--drifts", "ppo,nonsense"], "unknown drift"),
+        (["--envs", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+        (["--drifts", "ppo,/no/such/drift.npz"], "not found"),
+        (["--drifts", ","], "empty grid"),
+        (["--envs", ","], "empty grid"),
+        (["--drifts", "ppo,ppo"], "twice"),
+        (["--seeds", "0"], "--seeds"),
+        (["--reference", "dpo:alpha=3"], "--reference"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
+    code = main(["evaluate", "--out", str(tmp_path / "out"), *args, *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_corrupt_artifact_and_unknown_family(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not a zip file")
+    assert main(["evaluate", "--drifts", str(corrupt), "--out", str(tmp_path / "a"), *TINY]) == 2
+    assert "corrupt drift artifact" in capsys.readouterr().err
+    drift = drift_functions.make("dpo")
+    path = drift_functions.save_artifact(tmp_path / "alien.npz", drift, drift.init(None))
+    data = dict(np.load(path))
+    data["__drift__"] = np.asarray(json.dumps({"format": 1, "name": "alien_family", "options": {}, "metadata": {}}))
+    np.savez(path, **data)
+    assert main(["evaluate", "--drifts", str(path), "--out", str(tmp_path / "b"), *TINY]) == 2
+    assert "unknown drift 'alien_family'" in capsys.readouterr().err
+
+
+def test_refuses_a_non_evaluation_directory(tmp_path, capsys):
+    (tmp_path / "something.txt").write_text("not an evaluation")
+    assert main(["evaluate", "--out", str(tmp_path), *TINY]) == 2
+    assert "holds no evaluation" in capsys.readouterr().err
