@@ -159,12 +159,19 @@ class Family:
     base_inits: tuple[tuple[float, ...], ...]
 
 
+LOG_SCALE_BOUNDS = (-9.0, 9.0)  # α, β in [1.2e-4, 8.1e3]: a fit never rounds to 0 (which DPO rejects)
+
+
+def _positive(z):
+    return jnp.exp(jnp.clip(z, *LOG_SCALE_BOUNDS))
+
+
 def _dpo_to_params(z):
-    return {"alpha": jnp.exp(z[0]), "beta": jnp.exp(z[1])}
+    return {"alpha": _positive(z[0]), "beta": _positive(z[1])}
 
 
 def _poly_to_params(z):
-    return {"alpha": jnp.exp(z[0]), "beta": jnp.exp(z[1]), "pos": z[2:2 + NUM_TERMS], "neg": z[2 + NUM_TERMS:]}
+    return {"alpha": _positive(z[0]), "beta": _positive(z[1]), "pos": z[2:2 + NUM_TERMS], "neg": z[2 + NUM_TERMS:]}
 
 
 def _scalar(params, key) -> float:

@@ -275,7 +275,7 @@ def run_evaluation(
     progress = make_progress() if show_progress else None
     grid_task = progress.add_task("grid", total=len(cells), completed=len(results), rate="") if progress else None
     with progress or _nullcontext():
-        for index, (cell, expected) in enumerate(todo):
+        for cell, expected in todo:
             config = cell.spec.ppo
             status(f"cell {len(results) + 1}/{len(cells)}: [bold]{cell.env}[/bold] × [bold]{cell.label}[/bold] "
                    f"({num_seeds} seeds × {config.env_steps:,} env steps)")

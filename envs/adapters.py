@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -67,8 +68,7 @@ class BraxEnvironment(Environment):
     family = "brax"
 
     def __init__(self, name: str, backend: str = "positional", episode_length: int = 1000, action_repeat: int = 1, **env_kwargs: Any):
-        from brax import envs as brax_envs
-
+        brax_envs = _import_brax_envs()
         if backend not in BRAX_BACKENDS:
             raise ValueError(f"unknown brax backend {backend!r}; valid backends: {', '.join(BRAX_BACKENDS)}")
         if episode_length < 1 or action_repeat < 1:
@@ -77,7 +77,9 @@ class BraxEnvironment(Environment):
         self.backend = backend
         self.episode_length = int(episode_length)
         self.action_repeat = int(action_repeat)
-        self._env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
+        with warnings.catch_warnings():  # brax warns on every env build that it is unmaintained
+            warnings.simplefilter("ignore")
+            self._env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
         self.observation_shape = (int(self._env.observation_size),)
         self.action_space = Box(-1.0, 1.0, (int(self._env.action_size),))
         self.default_params = None
@@ -110,3 +112,15 @@ class BraxEnvironment(Environment):
 
 
 BRAX_BACKENDS = ("positional", "spring", "generalized", "mjx")
+
+
+def _import_brax_envs():
+    """Import ``brax.envs`` without the "Failed to import warp" lines that MuJoCo prints
+    to stdout when the optional GPU-only ``warp`` package is absent."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from brax import envs as brax_envs
+    return brax_envs

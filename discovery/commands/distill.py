@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                         help="training-progress values to average over for drifts that depend on progress (TA-LPO)")
     parser.add_argument("--rollout-steps", type=float, default=100_000, help="env steps of the sample-recording run with --env (default: 1e5)")
     parser.add_argument("--max-samples", type=int, default=20_000, help="rollout samples kept for the fit (default: 20000)")
-    parser.add_argument("--check", action="store_true", help="train the learned drift and each fit on the training env (evaluate pipeline) and report return ratios")
+    parser.add_argument("--check", action="store_true", help="train the learned drift and each fit on the training env (--env, else the artifact's recorded env) "
+                        "through the evaluate pipeline and report each fit's return ÷ the learned drift's")
     parser.add_argument("--check-seeds", type=int, default=4, help="seeds per drift for --check (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--total-timesteps", type=float, default=None, help="env steps per seed for --check (default: the env's config)")
