@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -27,7 +29,8 @@ def curve_band(curves, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray
     """Per-point mean and t-interval across seeds of ``curves`` ``[seeds, T]``, NaN-aware."""
     curves = np.asarray(curves, dtype=np.float64)
     count = np.sum(np.isfinite(curves), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns and single-seed dof warnings
         mean = np.nanmean(np.where(count > 0, curves, 0.0), axis=0)
         std = np.nanstd(curves, axis=0, ddof=1) if curves.shape[0] > 1 else np.zeros(curves.shape[1])
         tval = scipy_stats.t.ppf(0.5 + confidence / 2, np.maximum(count - 1, 1))

@@ -137,6 +137,10 @@ def test_final_return_window():
     metrics = {"episode_return": jnp.array([[1.0, jnp.nan, 10.0, 20.0]]), "episodes": jnp.array([[1, 0, 1, 3]])}
     np.testing.assert_allclose(final_return(metrics, 0.5), [(10.0 + 60.0) / 4])
     assert np.isnan(final_return({"episode_return": jnp.array([jnp.nan]), "episodes": jnp.array([0])}, 1.0))
+    # no episode ended in the window: fall back to the last update in which one did
+    late = {"episode_return": jnp.array([[5.0, 7.0, jnp.nan, jnp.nan], [jnp.nan] * 4]), "episodes": jnp.array([[1, 2, 0, 0], [0] * 4])}
+    result = np.asarray(final_return(late, 0.25))
+    assert result[0] == 7.0 and np.isnan(result[1])
 
 
 @pytest.mark.parametrize("drift_name", ["ppo_clip", "dpo"])

@@ -8,9 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from discovery import configs
 from discovery.drifts import resolve_drift
+from discovery.errors import UserError
 from discovery.outputs import atomic_write_csv, atomic_write_json, environment_info, prepare_run_dir
 from discovery.plots import plot_learning_curves
 from discovery.progress import status
@@ -42,8 +44,6 @@ def register(subparsers) -> None:
 
 
 def run(args, extra: list[str]) -> int:
-    from discovery.errors import UserError
-
     overrides = configs.parse_overrides(extra)
     if args.total_timesteps is not None:
         overrides["total_timesteps"] = args.total_timesteps
@@ -91,9 +91,10 @@ def run(args, extra: list[str]) -> int:
         wandb_run.summary({k: v for k, v in summary.items() if not isinstance(v, list)})
         wandb_run.finish()
 
+    per_seed = escape(np.array2string(result.final_returns, precision=1, separator=", "))
     status(
         f"final return {mean:.1f}  (95% CI [{low:.1f}, {high:.1f}] over {args.seeds} seeds; per seed "
-        f"{np.array2string(result.final_returns, precision=1, separator=', ')})\n"
+        f"{per_seed})\n"
         f"compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s, {result.steps_per_second:,.0f} env-steps/s\n"
         f"wrote {out}/results.json, metrics.csv, learning_curve.png"
     )

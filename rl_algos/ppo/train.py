@@ -273,12 +273,18 @@ def final_return(metrics: dict, window_fraction: float) -> jax.Array:
     """Mean return of the episodes that ended in the last ``window_fraction`` of updates.
 
     Works on ``[..., num_updates]`` metrics (leading seed/population axes
-    allowed) and returns ``[...]``; NaN where no episode ended in the window.
+    allowed) and returns ``[...]``. If no episode ended inside the window (long
+    episodes, short runs), the mean of the last update in which any ended is
+    used instead; NaN only if no episode ended at all.
     """
-    returns, episodes = metrics["episode_return"], metrics["episodes"]
+    returns, episodes = metrics["episode_return"], metrics["episodes"].astype(jnp.float32)
     num_updates = returns.shape[-1]
     window = max(1, int(round(num_updates * window_fraction)))
-    returns, episodes = returns[..., -window:], episodes[..., -window:].astype(jnp.float32)
-    total = jnp.sum(jnp.where(episodes > 0, returns * episodes, 0.0), axis=-1)
-    count = jnp.sum(episodes, axis=-1)
-    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+    in_window = jnp.arange(num_updates) >= num_updates - window
+    weights = jnp.where(in_window & (episodes > 0), episodes, 0.0)
+    total = jnp.sum(jnp.where(weights > 0, returns * weights, 0.0), axis=-1)
+    count = jnp.sum(weights, axis=-1)
+    last_index = jnp.max(jnp.where(episodes > 0, jnp.arange(num_updates), -1), axis=-1)
+    last = jnp.take_along_axis(returns, jnp.maximum(last_index, 0)[..., None], axis=-1)[..., 0]
+    fallback = jnp.where(last_index >= 0, last, jnp.nan)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), fallback)

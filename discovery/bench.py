@@ -1,0 +1,593 @@
+"""Side-by-side throughput benchmark: our PPO vs the env-only limit vs Brax's PPO, and populations.
+
+Everything runs in one process, one measurement after another, so the ratios
+(ours/brax, ours/limit, vmapped/sequential) compare like with like even on a
+noisy, shared machine. Every figure is the median of ``repeats`` timed
+repetitions that follow a separate compile/warm-up; compile time is reported
+on its own.
+
+What is measured, per environment case:
+
+* ``limit``: env-only stepping with uniformly random actions: one jitted
+  ``lax.scan`` over steps of ``vmap(env.step)`` on the same env, backend and
+  ``num_envs`` as the learner, for the same number of env steps. No learner
+  can beat it on the same machine.
+* ``ours``: ``jit(make_train(config, env, ppo_clip))`` on one seed, env-steps/s.
+* ``brax``: ``brax.training.agents.ppo.train`` with the same env, backend,
+  ``num_envs``, unroll length, batch/minibatch layout, epochs, network sizes,
+  activation, observation normalisation, learning rate, γ, λ, entropy cost,
+  reward scale, gradient clip and clip ε. Brax compiles inside ``train``, so
+  it is run once with ``num_evals = repeats + 2``: that gives ``repeats + 1``
+  training epochs of exactly our number of updates each. The first epoch
+  (compile + run) is the warm-up; the others are the timed repetitions.
+  Epoch times come from Brax's own ``training/walltime`` (a
+  ``block_until_ready`` timer around ``training_epoch`` only), so its
+  evaluations never enter the figure; with ``brax_eval_envs = 0`` (the
+  CPU presets) the evaluator is switched off altogether (``run_evals=False``),
+  otherwise each evaluation's time is reported separately.
+* ``population``: ``P`` learners (PPO-initialised LPO drifts, perturbed like
+  an ES population) trained by one ``jit(vmap(train))`` call vs the same ``P``
+  learners run one after another through the single-learner compiled
+  function; agent-env-steps/s. A *meta-generation* is one vmapped call over
+  the population's drift parameters with one shared key (all members share
+  the inner seed, as in the original LPO run), fitness included.
+
+Peak memory: process RSS sampled every 20 ms by a background thread during
+each measurement (``psutil``; ``resource.getrusage`` gives the process-wide
+high-water mark), and the device's ``peak_bytes_in_use`` where the backend
+reports ``memory_stats()`` (GPUs; it is a process-wide running peak).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import resource
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import drift_functions
+from discovery import configs
+from discovery.progress import status
+from rl_algos.ppo import PPOConfig, final_return, make_train
+
+# ---- presets ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvCase:
+    """One environment benchmarked as limit / ours / brax at the given settings.
+
+    ``overrides`` are applied on top of ``configs/train/<env>.yaml`` (PPO fields
+    and, for Brax, ``backend`` / ``episode_length`` / ``action_repeat``).
+    ``progress`` also times ``ours`` with the progress callback switched on.
+    """
+
+    env: str
+    overrides: dict
+    brax: bool = True
+    progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationCase:
+    """``P`` learners vmapped vs sequential for each ``P`` in ``sizes``, and one meta-generation of ``meta_size``.
+
+    ``sequential_cap``: time at most this many sequential runs per repetition
+    and scale to ``P`` (reported as ``extrapolated_from``); ``None`` runs all ``P``.
+    """
+
+    env: str
+    overrides: dict
+    sizes: tuple[int, ...]
+    meta_size: int
+    sigma: float = 0.04
+    sequential_cap: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    cases: tuple[EnvCase, ...]
+    populations: tuple[PopulationCase, ...]
+    repeats: int = 3
+    brax_eval_envs: int = 0  # 0: Brax's evaluator off (run_evals=False)
+    measured: str = ""  # where/whether this preset's numbers have been taken
+
+
+_CARTPOLE_SMALL = dict(total_timesteps=4 * 128 * 8)  # 8 updates of purejaxrl's 4 envs × 128 steps
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        description="tiny budgets for the test suite: CartPole limit/ours (+progress), populations of 1 and 2",
+        cases=(EnvCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
+                       brax=False, progress=True),),
+        populations=(PopulationCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
+                                    sizes=(1, 2), meta_size=2),),
+        repeats=3,
+        measured="CPU, every test run",
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="CartPole-v1, inverted_pendulum and hopper (positional) at small budgets; CartPole populations of 1, 8, 32",
+        cases=(
+            EnvCase("CartPole-v1", dict(_CARTPOLE_SMALL), brax=False, progress=True),
+            EnvCase("inverted_pendulum", dict(backend="positional", num_envs=128, num_steps=5, rollouts_per_update=4,
+                                              num_minibatches=8, total_timesteps=128 * 5 * 4 * 8)),
+            EnvCase("hopper", dict(backend="positional", num_envs=128, num_steps=10, rollouts_per_update=1,
+                                   num_minibatches=4, total_timesteps=128 * 10 * 8)),
+        ),
+        populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_SMALL), sizes=(1, 8, 32), meta_size=32),),
+        repeats=3,
+        measured="2-core CPU (docs/PERFORMANCE.md)",
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="ant, halfcheetah, humanoid (positional) at 2,048 envs with the published layouts; CartPole and "
+        "Breakout-MinAtar populations of 64-256",
+        cases=(
+            EnvCase("ant", dict(backend="positional", total_timesteps=2048 * 5 * 16 * 10)),
+            EnvCase("halfcheetah", dict(backend="positional", total_timesteps=2048 * 20 * 8 * 5)),
+            EnvCase("humanoid", dict(backend="positional", total_timesteps=2048 * 10 * 16 * 5)),
+        ),
+        populations=(
+            PopulationCase("CartPole-v1", dict(total_timesteps=4 * 128 * 50), sizes=(1, 64, 256), meta_size=256, sequential_cap=16),
+            PopulationCase("Breakout-MinAtar", dict(total_timesteps=64 * 128 * 10), sizes=(1, 64), meta_size=64, sequential_cap=8),
+        ),
+        repeats=3,
+        brax_eval_envs=128,
+        measured="not yet measured (no GPU was lent to the session that wrote it)",
+    ),
+}
+
+
+# ---- measurement helpers ----------------------------------------------------------
+
+
+class MemoryWatch:
+    """Peak process RSS (sampled every ``interval`` s) and device peak bytes over a ``with`` block."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            import psutil
+
+            self._process = psutil.Process()
+        except ImportError:  # fall back to the process-wide high-water mark
+            self._process = None
+
+    def _rss(self) -> int:
+        if self._process is not None:
+            return int(self._process.memory_info().rss)
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.peak_rss = self._rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self._rss())
+
+    def report(self) -> dict:
+        return {"peak_rss_mb": self.peak_rss / 2**20, "device_peak_mb": device_peak_mb()}
+
+
+def device_peak_mb() -> float | None:
+    """``peak_bytes_in_use`` of the first device in MiB, or ``None`` where the backend has no stats (CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+        return None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return stats["peak_bytes_in_use"] / 2**20
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall seconds of ``fn()`` including ``block_until_ready`` on its result."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def summarise(times: list[float], work: float, unit: str = "env_steps_per_s") -> dict:
+    """``{median_s, times_s, <unit>}`` where ``<unit> = work / median``."""
+    median = statistics.median(times)
+    return {"median_s": median, "times_s": list(times), unit: work / median}
+
+
+def compile_and_repeat(jitted, args_for: Callable[[int], tuple], repeats: int) -> tuple[float, list[float]]:
+    """AOT-compile ``jitted`` on ``args_for(0)``, warm it up once, then time ``repeats`` calls."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args_for(0)).compile()
+    compile_s = time.perf_counter() - start
+    timed(lambda: compiled(*args_for(0)))  # warm-up: first-call allocations, thread pools
+    return compile_s, [timed(lambda r=r: compiled(*args_for(r + 1))) for r in range(repeats)]
+
+
+# ---- the three per-environment measurements -------------------------------------
+
+
+def make_limit(env, num_envs: int, num_steps: int) -> Callable[[jax.Array], jax.Array]:
+    """Env-only stepping: ``num_steps`` scanned steps of ``vmap(env.step)`` with uniform random actions."""
+    space = env.action_space
+    params = env.default_params
+
+    def random_action(key):
+        if env.is_discrete:
+            return jax.random.randint(key, (num_envs,), 0, space.num_actions)
+        return jax.random.uniform(key, (num_envs,) + tuple(space.shape), minval=space.low, maxval=space.high)
+
+    def limit(key):
+        key, key_reset = jax.random.split(key)
+        _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, num_envs), params)
+
+        def step(carry, _):
+            state, key = carry
+            key, key_action, key_step = jax.random.split(key, 3)
+            _, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(key_step, num_envs), state, random_action(key_action), params
+            )
+            return (state, key), jnp.sum(reward)
+
+        _, rewards = jax.lax.scan(step, (state, key), None, num_steps)
+        return jnp.sum(rewards)
+
+    return limit
+
+
+def bench_limit(env, config: PPOConfig, repeats: int) -> dict:
+    steps = config.env_steps // config.num_envs
+    jitted = jax.jit(make_limit(env, config.num_envs, steps))
+    with MemoryWatch() as memory:
+        compile_s, times = compile_and_repeat(jitted, lambda r: (jax.random.PRNGKey(r),), repeats)
+    return {"compile_s": compile_s, **summarise(times, steps * config.num_envs), **memory.report()}
+
+
+def bench_ours(env, config: PPOConfig, repeats: int, progress_callback: Callable | None = None) -> dict:
+    drift = drift_functions.make("ppo_clip")
+    params = drift.init(None)
+    jitted = jax.jit(make_train(config, env, drift, progress_callback=progress_callback))
+    with MemoryWatch() as memory:
+        compile_s, times = compile_and_repeat(jitted, lambda r: (jax.random.PRNGKey(r), params), repeats)
+    return {"compile_s": compile_s, **summarise(times, config.env_steps), **memory.report()}
+
+
+class _ProgressSink:
+    """A progress callback that only records what it is given (what a real display pays at minimum)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, update_index):
+        self.calls += 1
+        int(np.max(np.asarray(update_index)))
+
+
+_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "swish": "swish", "elu": "elu"}
+
+
+def brax_kwargs(config: PPOConfig, env) -> dict:
+    """``brax.training.agents.ppo.train`` arguments equivalent to our ``config`` on ``env``."""
+    import flax.linen as nn
+    from brax.training.agents.ppo import networks as ppo_networks
+
+    sequences = config.num_envs * config.rollouts_per_update
+    if sequences % config.num_minibatches:
+        raise ValueError(
+            f"Brax needs num_envs × rollouts_per_update ({sequences}) divisible by num_minibatches ({config.num_minibatches})"
+        )
+    network_factory = functools.partial(
+        ppo_networks.make_ppo_networks,
+        policy_hidden_layer_sizes=tuple(config.actor_hidden),
+        value_hidden_layer_sizes=tuple(config.critic_hidden),
+        activation=getattr(nn, _ACTIVATIONS[config.activation]),
+        distribution_type="tanh_normal" if config.continuous_distribution == "tanh_gaussian" else "normal",
+    )
+    return dict(
+        environment=env.brax_env,
+        episode_length=env.episode_length,
+        action_repeat=env.action_repeat,
+        num_envs=config.num_envs,
+        unroll_length=config.num_steps,
+        batch_size=sequences // config.num_minibatches,
+        num_minibatches=config.num_minibatches,
+        num_updates_per_batch=config.update_epochs,
+        normalize_observations=config.normalize_obs,
+        reward_scaling=config.reward_scale,
+        learning_rate=config.learning_rate,
+        entropy_cost=config.ent_coef,
+        discounting=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clipping_epsilon=0.2,  # drift_functions.make("ppo_clip") default
+        max_grad_norm=config.max_grad_norm,
+        normalize_advantage=config.normalize_advantages,
+        vf_loss_coefficient=config.vf_coef,
+        network_factory=network_factory,
+    )
+
+
+def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0) -> dict:
+    """Brax's PPO at our settings: ``repeats + 1`` epochs of ``config.num_updates`` updates; the first is the warm-up."""
+    from brax.training.agents.ppo import train as brax_ppo
+
+    epochs = repeats + 1
+    stamps: list[tuple[float, dict]] = []
+
+    def progress_fn(step, metrics):
+        stamps.append((time.perf_counter(), {k: float(np.asarray(v)) for k, v in metrics.items() if np.size(v) == 1}))
+
+    kwargs = brax_kwargs(config, env)
+    with MemoryWatch() as memory:
+        start = time.perf_counter()
+        brax_ppo.train(
+            **kwargs,
+            num_timesteps=epochs * config.env_steps,
+            num_evals=epochs + 1,
+            run_evals=eval_envs > 0,
+            num_eval_envs=max(eval_envs, 1),
+            progress_fn=progress_fn,
+            seed=0,
+        )
+    if eval_envs > 0:  # the first call reports the initial evaluation, before any training
+        initial_eval_s = stamps[0][1].get("eval/epoch_eval_time", float("nan"))
+        stamps = stamps[1:]
+    walltimes = [metrics["training/walltime"] for _, metrics in stamps]
+    epoch_s = [b - a for a, b in zip([0.0] + walltimes[:-1], walltimes)]
+    if len(epoch_s) != epochs:
+        raise RuntimeError(f"expected {epochs} Brax training epochs, saw {len(epoch_s)}")
+    times = epoch_s[1:]
+    result = {
+        # Until the first epoch ends: env set-up, reset compile, training_epoch compile and one epoch's run.
+        "compile_s": (stamps[0][0] - start) - statistics.median(times),
+        **summarise(times, config.env_steps),
+        **memory.report(),
+        "method": "training/walltime deltas of epochs 2.. (Brax's own block_until_ready timer around training_epoch)",
+    }
+    if eval_envs > 0:
+        result["eval_envs"] = eval_envs
+        result["eval_s"] = [m.get("eval/epoch_eval_time", float("nan")) for _, m in stamps]
+        result["initial_eval_s"] = initial_eval_s
+    return result
+
+
+# ---- populations ----------------------------------------------------------------------
+
+
+def population_params(drift, size: int, sigma: float, key: jax.Array):
+    """``size`` members around the drift's ``init`` (all-zero for PPO-initialised LPO): ``mean + σ·ε``."""
+    mean = drift.init(key)
+    leaves, treedef = jax.tree.flatten(mean)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [m + sigma * jax.random.normal(k, (size,) + m.shape, m.dtype) for m, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noisy)
+
+
+def bench_population(case: PopulationCase, repeats: int) -> dict:
+    spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
+    env, config = spec.make_env(), spec.ppo
+    drift = drift_functions.make("lpo", ppo_init=True)
+    train = make_train(config, env, drift)
+    largest = max(max(case.sizes), case.meta_size)
+    members = population_params(drift, largest, case.sigma, jax.random.PRNGKey(1))
+    member = lambda tree, index: jax.tree.map(lambda x: x[index], tree)  # noqa: E731
+    first = lambda tree, size: jax.tree.map(lambda x: x[:size], tree)  # noqa: E731
+
+    single = jax.jit(train)
+    with MemoryWatch() as memory:
+        start = time.perf_counter()
+        single_compiled = single.lower(jax.random.PRNGKey(0), member(members, 0)).compile()
+        single_compile_s = time.perf_counter() - start
+        timed(lambda: single_compiled(jax.random.PRNGKey(0), member(members, 0)))
+    single_memory = memory.report()
+
+    rows = []
+    for size in case.sizes:
+        keys = jax.random.split(jax.random.PRNGKey(2), size)
+        params = first(members, size)
+        batched = jax.jit(jax.vmap(train))
+        with MemoryWatch() as memory:
+            compile_s, times = compile_and_repeat(batched, lambda r: (jax.random.split(jax.random.PRNGKey(r), size), params), repeats)
+        vmapped = {"compile_s": compile_s, **summarise(times, size * config.env_steps, "agent_steps_per_s"), **memory.report()}
+
+        runs = size if case.sequential_cap is None else min(size, case.sequential_cap)
+        seq_times = []
+        with MemoryWatch() as memory:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for index in range(runs):
+                    jax.block_until_ready(single_compiled(keys[index], member(params, index)))
+                seq_times.append((time.perf_counter() - start) * size / runs)
+        sequential = {**summarise(seq_times, size * config.env_steps, "agent_steps_per_s"), **memory.report(),
+                      "compile_s": single_compile_s}
+        if runs < size:
+            sequential["extrapolated_from"] = runs
+        rows.append({"size": size, "vmapped": vmapped, "sequential": sequential,
+                     "vmapped_over_sequential": vmapped["agent_steps_per_s"] / sequential["agent_steps_per_s"]})
+        status(f"  population {case.env} P={size}: vmapped {vmapped['agent_steps_per_s']:,.0f}, sequential "
+               f"{sequential['agent_steps_per_s']:,.0f} agent-steps/s (×{rows[-1]['vmapped_over_sequential']:.2f})")
+
+    # One meta-generation: every member's inner run from one shared key, fitness out.
+    def generation(key, population):
+        _, metrics = jax.vmap(train, in_axes=(None, 0))(key, population)
+        return final_return(metrics, config.final_return_window)
+
+    params = first(members, case.meta_size)
+    with MemoryWatch() as memory:
+        compile_s, times = compile_and_repeat(jax.jit(generation), lambda r: (jax.random.PRNGKey(r), params), repeats)
+    meta = {"size": case.meta_size, "compile_s": compile_s, **summarise(times, case.meta_size * config.env_steps, "agent_steps_per_s"),
+            **memory.report()}
+    status(f"  meta-generation {case.env} P={case.meta_size}: {meta['median_s']:.2f} s")
+    return {
+        "env": case.env,
+        "drift": "lpo:ppo_init=true",
+        "sigma": case.sigma,
+        "config": dataclasses.asdict(config),
+        "env_steps_per_member": config.env_steps,
+        "single": {"compile_s": single_compile_s, **single_memory},
+        "sizes": rows,
+        "meta_generation": meta,
+    }
+
+
+# ---- the whole run ----------------------------------------------------------------------
+
+PARTS = ("limit", "ours", "brax", "population")
+
+
+def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ...]) -> dict:
+    spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
+    env, config = spec.make_env(), spec.ppo
+    result: dict[str, Any] = {"env": case.env, "env_options": dict(spec.env_options), "config": dataclasses.asdict(config),
+                              "env_steps": config.env_steps}
+    label = f"{case.env}" + (f" ({spec.env_options.get('backend')})" if spec.env_options.get("backend") else "")
+    if "limit" in parts:
+        status(f"  {label}: limit (env-only, random actions)…")
+        result["limit"] = bench_limit(env, config, repeats)
+    if "ours" in parts:
+        status(f"  {label}: ours…")
+        result["ours"] = bench_ours(env, config, repeats)
+        if case.progress:
+            sink = _ProgressSink()
+            result["ours_progress"] = bench_ours(env, config, repeats, progress_callback=sink)
+            result["ours_progress"]["callbacks"] = sink.calls
+    if "brax" in parts and case.brax and env.family == "brax":
+        status(f"  {label}: brax PPO…")
+        result["brax"] = bench_brax(env, config, repeats, preset.brax_eval_envs)
+    result["ratios"] = case_ratios(result)
+    return result
+
+
+def case_ratios(result: dict) -> dict:
+    sps = {name: result[name]["env_steps_per_s"] for name in ("limit", "ours", "brax", "ours_progress") if name in result}
+    ratios = {}
+    if "ours" in sps and "brax" in sps:
+        ratios["ours_over_brax"] = sps["ours"] / sps["brax"]
+    if "ours" in sps and "limit" in sps:
+        ratios["ours_over_limit"] = sps["ours"] / sps["limit"]
+    if "brax" in sps and "limit" in sps:
+        ratios["brax_over_limit"] = sps["brax"] / sps["limit"]
+    if "ours_progress" in sps:
+        ratios["progress_overhead"] = 1.0 - sps["ours_progress"] / sps["ours"]
+    return ratios
+
+
+def run_bench(preset: Preset, repeats: int | None = None, envs_filter: tuple[str, ...] | None = None,
+              parts: tuple[str, ...] = PARTS) -> dict:
+    """Run every case of ``preset`` (optionally only ``envs_filter``) and return the ``bench.json`` document."""
+    from discovery.outputs import environment_info
+
+    repeats = preset.repeats if repeats is None else repeats
+    started = time.time()
+    cases = [c for c in preset.cases if envs_filter is None or c.env in envs_filter]
+    results = []
+    for case in cases:
+        results.append(bench_case(case, preset, repeats, parts))
+        line = ", ".join(f"{n} {results[-1][n]['env_steps_per_s']:,.0f}" for n in ("limit", "ours", "brax") if n in results[-1])
+        status(f"  {case.env}: {line} env-steps/s")
+    populations = []
+    if "population" in parts:
+        for case in preset.populations:
+            if envs_filter is None or case.env in envs_filter:
+                status(f"  population {case.env}: sizes {', '.join(map(str, case.sizes))}, meta-generation {case.meta_size}…")
+                populations.append(bench_population(case, repeats))
+    return {
+        "preset": preset.name,
+        "description": preset.description,
+        "repeats": repeats,
+        "timing": "median of the timed repetitions after a separate compile and one warm-up call; compile reported separately",
+        "cases": results,
+        "populations": populations,
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "wall_s": time.time() - started,
+        "environment": environment_info(),
+    }
+
+
+# ---- the markdown report ------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def render_markdown(doc: dict) -> str:
+    info = doc["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k in ("jax", "jaxlib", "brax", "flax", "optax", "gymnax"))
+    lines = [
+        f"# discovery bench — preset `{doc['preset']}`",
+        "",
+        f"{doc['description']}. Device: {info['device_kind']} ({info['backend']}); {versions}; python {info['python']}.",
+        f"Command: `{info['command']}`. Each figure: median of {doc['repeats']} timed repetitions after a compile and a warm-up.",
+        "",
+        "## Throughput (env-steps/s) and ratios",
+        "",
+        "| env | envs × steps × rollouts | env steps | limit | ours | brax | ours/brax | ours/limit | brax/limit |"
+        " compile limit / ours / brax (s) | peak RSS ours / brax (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in doc["cases"]:
+        c, r = case["config"], case["ratios"]
+        get = lambda name, key: case.get(name, {}).get(key)  # noqa: E731
+        backend = case["env_options"].get("backend")
+        lines.append(
+            f"| {case['env']}{f' ({backend})' if backend else ''} | {c['num_envs']} × {c['num_steps']} × {c['rollouts_per_update']} "
+            f"| {case['env_steps']:,} | {_fmt(get('limit', 'env_steps_per_s'))} | {_fmt(get('ours', 'env_steps_per_s'))} "
+            f"| {_fmt(get('brax', 'env_steps_per_s'))} | {_fmt(r.get('ours_over_brax'), 2)} | {_fmt(r.get('ours_over_limit'), 2)} "
+            f"| {_fmt(r.get('brax_over_limit'), 2)} | {_fmt(get('limit', 'compile_s'), 1)} / {_fmt(get('ours', 'compile_s'), 1)} / "
+            f"{_fmt(get('brax', 'compile_s'), 1)} | {_fmt(get('ours', 'peak_rss_mb'))} / {_fmt(get('brax', 'peak_rss_mb'))} |"
+        )
+    overheads = [(case["env"], case) for case in doc["cases"] if "ours_progress" in case]
+    if overheads:
+        lines += ["", "Progress callback (`jax.debug.callback` every `num_updates // 100` updates):", ""]
+        for env_name, case in overheads:
+            lines.append(
+                f"- {env_name}: {_fmt(case['ours_progress']['env_steps_per_s'])} env-steps/s with it vs "
+                f"{_fmt(case['ours']['env_steps_per_s'])} without: overhead {100 * case['ratios']['progress_overhead']:.1f}% "
+                f"({case['ours_progress']['callbacks']} callbacks over {doc['repeats'] + 1} runs)"
+            )
+    for pop in doc["populations"]:
+        lines += [
+            "",
+            f"## Populations: {pop['env']}, {pop['drift']} members (σ {pop['sigma']}), {pop['env_steps_per_member']:,} env steps each",
+            "",
+            "| P | vmapped agent-steps/s | sequential agent-steps/s | vmapped/sequential | compile vmapped (s) | peak RSS vmapped (MB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in pop["sizes"]:
+            note = f" (from {row['sequential']['extrapolated_from']} runs)" if "extrapolated_from" in row["sequential"] else ""
+            lines.append(
+                f"| {row['size']} | {_fmt(row['vmapped']['agent_steps_per_s'])} | {_fmt(row['sequential']['agent_steps_per_s'])}{note} "
+                f"| {_fmt(row['vmapped_over_sequential'], 2)} | {_fmt(row['vmapped']['compile_s'], 1)} | {_fmt(row['vmapped']['peak_rss_mb'])} |"
+            )
+        meta = pop["meta_generation"]
+        lines += [
+            "",
+            f"One meta-generation (P = {meta['size']}, one shared inner key, fitness included): {meta['median_s']:.2f} s "
+            f"({_fmt(meta['agent_steps_per_s'])} agent-steps/s), compile {meta['compile_s']:.1f} s, peak RSS {_fmt(meta['peak_rss_mb'])} MB.",
+        ]
+    lines += ["", f"Total wall time {doc['wall_s']:.0f} s; process peak RSS {doc['process_peak_rss_mb']:,.0f} MB.", ""]
+    return "\n".join(lines)
