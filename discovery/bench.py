@@ -217,15 +217,6 @@ def summarise(times: list[float], work: float, unit: str = "env_steps_per_s") ->
     return {"median_s": median, "times_s": list(times), unit: work / median}
 
 
-def compile_and_repeat(jitted, args_for: Callable[[int], tuple], repeats: int) -> tuple[float, list[float]]:
-    """AOT-compile ``jitted`` on ``args_for(0)``, warm it up once, then time ``repeats`` calls."""
-    start = time.perf_counter()
-    compiled = jitted.lower(*args_for(0)).compile()
-    compile_s = time.perf_counter() - start
-    timed(lambda: compiled(*args_for(0)))  # warm-up: first-call allocations, thread pools
-    return compile_s, [timed(lambda r=r: compiled(*args_for(r + 1))) for r in range(repeats)]
-
-
 # ---- the three per-environment measurements -------------------------------------
 
 
@@ -251,27 +242,47 @@ def make_limit(env, num_envs: int, num_steps: int) -> Callable[[jax.Array], jax.
             )
             return (state, key), jnp.sum(reward)
 
-        _, rewards = jax.lax.scan(step, (state, key), None, num_steps)
-        return jnp.sum(rewards)
+        (state, _), rewards = jax.lax.scan(step, (state, key), None, num_steps)
+        return state, jnp.sum(rewards)  # the whole final state, so no part of the physics is dead code
 
     return limit
 
 
-def bench_limit(env, config: PPOConfig, repeats: int) -> dict:
+class Timed:
+    """A compiled function with fixed arguments: compile it (timed), warm it up, then time calls one at a time."""
+
+    def __init__(self, name: str, jitted, args_for: Callable[[int], tuple], work: float, unit: str = "env_steps_per_s"):
+        self.name, self.work, self.unit, self.args_for = name, work, unit, args_for
+        self.times: list[float] = []
+        with MemoryWatch() as memory:
+            start = time.perf_counter()
+            self.compiled = jitted.lower(*args_for(0)).compile()
+            self.compile_s = time.perf_counter() - start
+            timed(lambda: self.compiled(*args_for(0)))  # warm-up: first-call allocations, thread pools
+        self.memory = memory.report()
+
+    def run_once(self) -> float:
+        seconds = timed(lambda: self.compiled(*self.args_for(len(self.times) + 1)))
+        self.times.append(seconds)
+        return seconds
+
+    def result(self, last: int | None = None) -> dict:
+        times = self.times if last is None else self.times[-last:]
+        return {"compile_s": self.compile_s, **summarise(times, self.work, self.unit), **self.memory}
+
+
+def limit_timer(env, config: PPOConfig) -> Timed:
     steps = config.env_steps // config.num_envs
     jitted = jax.jit(make_limit(env, config.num_envs, steps))
-    with MemoryWatch() as memory:
-        compile_s, times = compile_and_repeat(jitted, lambda r: (jax.random.PRNGKey(r),), repeats)
-    return {"compile_s": compile_s, **summarise(times, steps * config.num_envs), **memory.report()}
+    return Timed("limit", jitted, lambda r: (jax.random.PRNGKey(r),), steps * config.num_envs)
 
 
-def bench_ours(env, config: PPOConfig, repeats: int, progress_callback: Callable | None = None) -> dict:
+def ours_timer(env, config: PPOConfig, progress_callback: Callable | None = None) -> Timed:
     drift = drift_functions.make("ppo_clip")
     params = drift.init(None)
     jitted = jax.jit(make_train(config, env, drift, progress_callback=progress_callback))
-    with MemoryWatch() as memory:
-        compile_s, times = compile_and_repeat(jitted, lambda r: (jax.random.PRNGKey(r), params), repeats)
-    return {"compile_s": compile_s, **summarise(times, config.env_steps), **memory.report()}
+    name = "ours" if progress_callback is None else "ours_progress"
+    return Timed(name, jitted, lambda r: (jax.random.PRNGKey(r), params), config.env_steps)
 
 
 class _ProgressSink:
@@ -328,8 +339,13 @@ def brax_kwargs(config: PPOConfig, env) -> dict:
     )
 
 
-def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0) -> dict:
-    """Brax's PPO at our settings: ``repeats + 1`` epochs of ``config.num_updates`` updates; the first is the warm-up."""
+def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0, between_epochs: Callable[[], None] | None = None) -> dict:
+    """Brax's PPO at our settings: ``repeats + 1`` epochs of ``config.num_updates`` updates; the first is the warm-up.
+
+    ``between_epochs()`` runs after every training epoch (from ``progress_fn``,
+    outside Brax's epoch timer): the bench times our learner there, so that
+    each Brax repetition has a paired repetition of ours under the same load.
+    """
     from brax.training.agents.ppo import train as brax_ppo
 
     epochs = repeats + 1
@@ -337,6 +353,8 @@ def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0) -> dict
 
     def progress_fn(step, metrics):
         stamps.append((time.perf_counter(), {k: float(np.asarray(v)) for k, v in metrics.items() if np.size(v) == 1}))
+        if between_epochs is not None and "training/walltime" in metrics:
+            between_epochs()
 
     kwargs = brax_kwargs(config, env)
     with MemoryWatch() as memory:
@@ -385,6 +403,7 @@ def population_params(drift, size: int, sigma: float, key: jax.Array):
 
 
 def bench_population(case: PopulationCase, repeats: int) -> dict:
+    """Vmapped vs sequential populations of each size in ``case.sizes`` (interleaved rounds), then one meta-generation."""
     spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
     env, config = spec.make_env(), spec.ppo
     drift = drift_functions.make("lpo", ppo_init=True)
@@ -393,40 +412,33 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
     members = population_params(drift, largest, case.sigma, jax.random.PRNGKey(1))
     member = lambda tree, index: jax.tree.map(lambda x: x[index], tree)  # noqa: E731
     first = lambda tree, size: jax.tree.map(lambda x: x[:size], tree)  # noqa: E731
+    member_keys = lambda r, size: jax.random.split(jax.random.PRNGKey(1000 + r), size)  # noqa: E731
 
-    single = jax.jit(train)
-    with MemoryWatch() as memory:
-        start = time.perf_counter()
-        single_compiled = single.lower(jax.random.PRNGKey(0), member(members, 0)).compile()
-        single_compile_s = time.perf_counter() - start
-        timed(lambda: single_compiled(jax.random.PRNGKey(0), member(members, 0)))
-    single_memory = memory.report()
-
+    single = Timed("single", jax.jit(train), lambda r: (jax.random.PRNGKey(r), member(members, 0)), config.env_steps, "agent_steps_per_s")
     rows = []
     for size in case.sizes:
-        keys = jax.random.split(jax.random.PRNGKey(2), size)
         params = first(members, size)
-        batched = jax.jit(jax.vmap(train))
-        with MemoryWatch() as memory:
-            compile_s, times = compile_and_repeat(batched, lambda r: (jax.random.split(jax.random.PRNGKey(r), size), params), repeats)
-        vmapped = {"compile_s": compile_s, **summarise(times, size * config.env_steps, "agent_steps_per_s"), **memory.report()}
-
+        vmapped = Timed("vmapped", jax.jit(jax.vmap(train)), lambda r, size=size, params=params: (member_keys(r, size), params),
+                        size * config.env_steps, "agent_steps_per_s")
         runs = size if case.sequential_cap is None else min(size, case.sequential_cap)
-        seq_times = []
+        sequential_times = []
         with MemoryWatch() as memory:
-            for _ in range(repeats):
+            for r in range(repeats):
+                vmapped.run_once()
+                keys = member_keys(r + 1, size)
                 start = time.perf_counter()
-                for index in range(runs):
-                    jax.block_until_ready(single_compiled(keys[index], member(params, index)))
-                seq_times.append((time.perf_counter() - start) * size / runs)
-        sequential = {**summarise(seq_times, size * config.env_steps, "agent_steps_per_s"), **memory.report(),
-                      "compile_s": single_compile_s}
+                for index in range(runs):  # the same learners, one after another through the single-learner executable
+                    jax.block_until_ready(single.compiled(keys[index], member(params, index)))
+                sequential_times.append((time.perf_counter() - start) * size / runs)
+        sequential = {"compile_s": single.compile_s, **summarise(sequential_times, size * config.env_steps, "agent_steps_per_s"),
+                      **memory.report()}
         if runs < size:
             sequential["extrapolated_from"] = runs
-        rows.append({"size": size, "vmapped": vmapped, "sequential": sequential,
-                     "vmapped_over_sequential": vmapped["agent_steps_per_s"] / sequential["agent_steps_per_s"]})
-        status(f"  population {case.env} P={size}: vmapped {vmapped['agent_steps_per_s']:,.0f}, sequential "
-               f"{sequential['agent_steps_per_s']:,.0f} agent-steps/s (×{rows[-1]['vmapped_over_sequential']:.2f})")
+        row = {"size": size, "vmapped": vmapped.result(), "sequential": sequential}
+        row["vmapped_over_sequential"] = row["vmapped"]["agent_steps_per_s"] / sequential["agent_steps_per_s"]
+        rows.append(row)
+        status(f"  population {case.env} P={size}: vmapped {row['vmapped']['agent_steps_per_s']:,.0f}, sequential "
+               f"{sequential['agent_steps_per_s']:,.0f} agent-steps/s (×{row['vmapped_over_sequential']:.2f})")
 
     # One meta-generation: every member's inner run from one shared key, fitness out.
     def generation(key, population):
@@ -434,10 +446,11 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
         return final_return(metrics, config.final_return_window)
 
     params = first(members, case.meta_size)
-    with MemoryWatch() as memory:
-        compile_s, times = compile_and_repeat(jax.jit(generation), lambda r: (jax.random.PRNGKey(r), params), repeats)
-    meta = {"size": case.meta_size, "compile_s": compile_s, **summarise(times, case.meta_size * config.env_steps, "agent_steps_per_s"),
-            **memory.report()}
+    meta_timer = Timed("meta_generation", jax.jit(generation), lambda r: (jax.random.PRNGKey(r), params),
+                       case.meta_size * config.env_steps, "agent_steps_per_s")
+    for _ in range(repeats):
+        meta_timer.run_once()
+    meta = {"size": case.meta_size, **meta_timer.result()}
     status(f"  meta-generation {case.env} P={case.meta_size}: {meta['median_s']:.2f} s")
     return {
         "env": case.env,
@@ -445,7 +458,7 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
         "sigma": case.sigma,
         "config": dataclasses.asdict(config),
         "env_steps_per_member": config.env_steps,
-        "single": {"compile_s": single_compile_s, **single_memory},
+        "single": {"compile_s": single.compile_s, **single.memory},
         "sizes": rows,
         "meta_generation": meta,
     }
@@ -457,24 +470,44 @@ PARTS = ("limit", "ours", "brax", "population")
 
 
 def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ...]) -> dict:
+    """limit, ours (and ours with progress) and brax on one env, their timed repetitions interleaved.
+
+    Each is compiled and warmed up first. Then every *round* times one call of
+    each of ours/limit back to back; with Brax, a round runs after each Brax
+    training epoch, so every figure's repetitions were taken under the same
+    load as the others' (the machine may be shared). The first round (after
+    Brax's compile epoch) is discarded; the last ``repeats`` rounds count.
+    """
     spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
     env, config = spec.make_env(), spec.ppo
     result: dict[str, Any] = {"env": case.env, "env_options": dict(spec.env_options), "config": dataclasses.asdict(config),
                               "env_steps": config.env_steps}
     label = f"{case.env}" + (f" ({spec.env_options.get('backend')})" if spec.env_options.get("backend") else "")
+    timers: list[Timed] = []
+    sink = _ProgressSink()
     if "limit" in parts:
-        status(f"  {label}: limit (env-only, random actions)…")
-        result["limit"] = bench_limit(env, config, repeats)
+        status(f"  {label}: compiling limit (env-only, random actions)…")
+        timers.append(limit_timer(env, config))
     if "ours" in parts:
-        status(f"  {label}: ours…")
-        result["ours"] = bench_ours(env, config, repeats)
+        status(f"  {label}: compiling ours…")
+        timers.append(ours_timer(env, config))
         if case.progress:
-            sink = _ProgressSink()
-            result["ours_progress"] = bench_ours(env, config, repeats, progress_callback=sink)
-            result["ours_progress"]["callbacks"] = sink.calls
+            timers.append(ours_timer(env, config, progress_callback=sink))
+
+    def one_round():
+        for timer in timers:
+            timer.run_once()
+
     if "brax" in parts and case.brax and env.family == "brax":
-        status(f"  {label}: brax PPO…")
-        result["brax"] = bench_brax(env, config, repeats, preset.brax_eval_envs)
+        status(f"  {label}: brax PPO ({repeats + 1} epochs, ours/limit timed between them)…")
+        result["brax"] = bench_brax(env, config, repeats, preset.brax_eval_envs, between_epochs=one_round)
+    else:
+        for _ in range(repeats):
+            one_round()
+    for timer in timers:
+        result[timer.name] = timer.result(last=repeats)
+    if case.progress and "ours_progress" in result:
+        result["ours_progress"]["callbacks"] = sink.calls
     result["ratios"] = case_ratios(result)
     return result
 

@@ -157,6 +157,8 @@ class Family:
     from_params: Callable[[dict], np.ndarray]
     make: Callable[[dict], drift_functions.Drift]  # fitted params -> drift with matching options
     base_inits: tuple[tuple[float, ...], ...]
+    # per-coordinate scales so that the optimiser sees O(1) effects (z_opt = z / scale); ones if None
+    coordinate_scales: Callable[["Samples"], np.ndarray] | None = None
 
 
 LOG_SCALE_BOUNDS = (-9.0, 9.0)  # α, β in [1.2e-4, 8.1e3]: a fit never rounds to 0 (which DPO rejects)
@@ -172,6 +174,16 @@ def _dpo_to_params(z):
 
 def _poly_to_params(z):
     return {"alpha": _positive(z[0]), "beta": _positive(z[1]), "pos": z[2:2 + NUM_TERMS], "neg": z[2 + NUM_TERMS:]}
+
+
+def _poly_scales(samples: "Samples") -> np.ndarray:
+    """1 / weighted RMS of each polynomial term on the samples: a coefficient step of 1 moves the fit by O(1)."""
+    from drift_functions.polynomial import poly_terms
+
+    terms = np.asarray(poly_terms(jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)), np.float64)
+    weight = samples.weight / samples.weight.sum()
+    rms = np.sqrt(np.sum(weight[:, None] * terms**2, axis=0)) + 1e-8
+    return np.concatenate([[1.0, 1.0], 1.0 / rms, 1.0 / rms])
 
 
 def _scalar(params, key) -> float:
@@ -190,6 +202,7 @@ FAMILIES: dict[str, Family] = {
         lambda p: np.concatenate([np.log([_scalar(p, "alpha"), _scalar(p, "beta")]), np.asarray(p["pos"]), np.asarray(p["neg"])]),
         lambda p: drift_functions.make("dpo_poly", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
         tuple((math.log(a), math.log(b)) + (0.0,) * (2 * NUM_TERMS) for a, b in ((2.0, 0.6), (0.5, 0.2), (8.0, 2.0))),
+        _poly_scales,
     ),
 }
 
@@ -227,37 +240,51 @@ def fit_metrics(drift: drift_functions.Drift, params, samples: Samples) -> dict[
 
 
 def fit_family(family: Family, samples: Samples, extra_inits=(), steps: int = 3000, learning_rate: float = 0.05) -> Fit:
-    """Weighted least squares of ``family`` to ``samples`` from every init at once; keeps the best."""
-    inits = np.asarray(list(family.base_inits) + [np.asarray(z, np.float64) for z in extra_inits], np.float32)
+    """Weighted least squares of ``family`` to ``samples`` from every init at once.
+
+    Each run keeps the lowest-loss point it visited (its start included), and
+    the best run wins: a fit is never worse than any of its initialisations
+    (so ``dpo_poly``, started from the DPO fit, is never worse than DPO).
+    """
+    scales = np.ones(family.size) if family.coordinate_scales is None else np.asarray(family.coordinate_scales(samples), np.float64)
+    raw_inits = np.asarray(list(family.base_inits) + [np.asarray(z, np.float64) for z in extra_inits], np.float64)
+    inits = jnp.asarray(raw_inits / scales, jnp.float32)
+    scales_j = jnp.asarray(scales, jnp.float32)
     drift = drift_functions.make(family.name)
     ratio, advantage = jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)
     progress = jnp.asarray(samples.progress)
     target, weight = jnp.asarray(samples.target), jnp.asarray(samples.weight / samples.weight.sum())
 
     def loss(z):
-        pred = drift.apply(family.to_params(z), ratio, advantage, progress)
+        pred = drift.apply(family.to_params(z * scales_j), ratio, advantage, progress)
         return jnp.sum(weight * (pred - target) ** 2)
 
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
 
     def run(z0):
         def step(carry, _):
-            z, state = carry
+            z, state, best_z, best_loss = carry
             value, grad = jax.value_and_grad(loss)(z)
+            better = jnp.isfinite(value) & (value < best_loss)
+            best_z = jnp.where(better, z, best_z)
+            best_loss = jnp.where(better, value, best_loss)
             updates, state = optimizer.update(grad, state, z)
-            return (optax.apply_updates(z, updates), state), value
+            return (optax.apply_updates(z, updates), state, best_z, best_loss), None
 
-        (z, _), _ = jax.lax.scan(step, (z0, optimizer.init(z0)), None, steps)
-        return z, loss(z)
+        carry = (z0, optimizer.init(z0), z0, jnp.asarray(jnp.inf, jnp.float32))
+        (z, _, best_z, best_loss), _ = jax.lax.scan(step, carry, None, steps)
+        final = loss(z)
+        better = jnp.isfinite(final) & (final < best_loss)
+        return jnp.where(better, z, best_z), jnp.where(better, final, best_loss)
 
-    zs, losses = jax.jit(jax.vmap(run))(jnp.asarray(inits))
+    zs, losses = jax.jit(jax.vmap(run))(inits)
     losses = np.where(np.isfinite(np.asarray(losses)), np.asarray(losses), np.inf)
     best = int(np.argmin(losses))
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), family.to_params(zs[best]))
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), family.to_params(zs[best] * scales_j))
     fitted = family.make(params)
     metrics = fit_metrics(fitted, params, samples)
     metrics["loss"] = float(losses[best])
-    metrics["inits"] = int(len(inits))
+    metrics["inits"] = int(len(raw_inits))
     return Fit(family.name, fitted, params, metrics)
 
 

@@ -59,8 +59,14 @@ def _rliable_estimates(score_dict: dict[str, np.ndarray], reps: int, seed: int, 
     ``{label: {metric: (point, low, high)}}``. rliable draws its resamples
     from NumPy's global generator; it is seeded here and restored afterwards.
     """
-    from rliable import library as rly
-    from rliable import metrics as rly_metrics
+    try:
+        from rliable import library as rly
+        from rliable import metrics as rly_metrics
+    except (ImportError, TypeError) as error:  # arch 7.x (rliable's bootstrap) fails to import under pandas 3
+        raise RuntimeError(
+            f"rliable cannot be imported ({type(error).__name__}: {error}); rliable 1.2 needs arch 7.x, "
+            "which needs pandas < 3: install pandas==2.3.3"
+        ) from error
 
     def aggregate(scores):
         return np.array([
