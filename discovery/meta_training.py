@@ -243,10 +243,12 @@ def load_checkpoint(path: Path, strategy: meta.Strategy) -> Checkpoint:
 # ---- artifacts and logs ------------------------------------------------------------
 
 
-def save_drift_artifacts(out: Path, drift, strategy: meta.Strategy, state, generation: int, best_fitness: float) -> None:
+def save_drift_artifacts(out: Path, drift, strategy: meta.Strategy, state, generation: int, envs: list[str]) -> None:
+    """Write ``drift.npz`` (the ES mean) and ``best_drift.npz`` (best member seen); the metadata
+    records the meta-training envs, which ``discovery distill --check`` uses by default."""
     mean = jax.tree.map(np.asarray, strategy.mean(state))
     best, best_value = strategy.best(state)
-    common = {"generation": generation, "es_algorithm": strategy.config.algorithm}
+    common = {"generation": generation, "es_algorithm": strategy.config.algorithm, "envs": envs}
     drift_functions.save_artifact(out / "drift.npz", drift, mean, {"label": f"{drift.name}-mean", **common})
     drift_functions.save_artifact(out / "best_drift.npz", drift, jax.tree.map(np.asarray, best),
                                   {"label": f"{drift.name}-best", "fitness": float(best_value), **common})
@@ -331,7 +333,7 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
         write_metrics(out, rows)
         if completed % run.config.checkpoint_every == 0 or completed == stop:
             save_checkpoint(out, Checkpoint(completed, state, run.references, run.config.to_dict()))
-            save_drift_artifacts(out, run.drift, run.strategy, state, completed, row["best_fitness"])
+            save_drift_artifacts(out, run.drift, run.strategy, state, completed, [task.env for task in run.config.tasks])
         if on_generation is not None:
             on_generation(row)
     return state, rows
