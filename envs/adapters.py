@@ -15,6 +15,12 @@ MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-M
 CLASSIC_CONTROL = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0")
 
 
+# gymnax families whose every env counts ``state.time`` from 0 at reset, adds 1 per step and
+# truncates only through gymnax's base ``is_truncated`` (``time >= max_steps_in_episode``);
+# checked in the gymnax 1.0.1 sources.
+TIME_LIMITED_FAMILIES = ("classic_control", "minatar")
+
+
 def gymnax_family(name: str) -> str:
     if name in CLASSIC_CONTROL:
         return "classic_control"
@@ -24,7 +30,12 @@ def gymnax_family(name: str) -> str:
 
 
 class GymnaxEnvironment(Environment):
-    """A gymnax environment; gymnax 1.0 already auto-resets and reports ``final_observation``."""
+    """A gymnax environment; gymnax 1.0 already auto-resets and reports ``final_observation``.
+
+    ``time_limit``: with the default params, an episode is truncated only after
+    this many steps since its reset (``None`` where that is not known), so a
+    learner can bound how many truncations a window of steps holds.
+    """
 
     def __init__(self, name: str, **env_kwargs: Any):
         import gymnax
@@ -39,6 +50,11 @@ class GymnaxEnvironment(Environment):
             self.action_space = Box(float(jnp.min(space.low)), float(jnp.max(space.high)), tuple(space.shape))
         obs_space = self._env.observation_space(self.default_params)
         self.observation_shape = tuple(obs_space.shape)
+        self.time_limit = None
+        limit = getattr(self.default_params, "max_steps_in_episode", None)
+        base_truncation = type(self._env).is_truncated is gymnax.environments.environment.Environment.is_truncated
+        if self.family in TIME_LIMITED_FAMILIES and base_truncation and limit is not None:
+            self.time_limit = int(limit)
 
     def _reset(self, key, params):
         obs, state = self._env.reset(key, params)
@@ -63,6 +79,9 @@ class BraxEnvironment(Environment):
     Like Brax's own ``AutoResetWrapper``, a finished episode restarts from the
     initial state drawn at ``reset`` (one per parallel environment), so a
     step never pays for a fresh physics initialisation.
+
+    ``time_limit``: the fewest agent steps between two truncations of one env
+    (``ceil(episode_length / action_repeat)``).
     """
 
     family = "brax"

@@ -57,7 +57,6 @@ class Transition:
     obs: jax.Array  # raw observation the action was taken from
     action: jax.Array  # discrete action, or the *pre-squash/pre-clip* Gaussian sample
     log_prob: jax.Array
-    value: jax.Array
     reward: jax.Array  # scaled
     terminated: jax.Array
     done: jax.Array
@@ -164,6 +163,9 @@ def make_train(
     num_updates = config.num_updates
     env_params = env.default_params
     every = progress_every or max(1, num_updates // 100)
+    # Truncated steps per env per unroll (besides the last step), if the env declares its time limit.
+    time_limit = getattr(env, "time_limit", None)
+    truncation_rows = None if time_limit is None else -(-(config.num_steps - 1) // int(time_limit))
 
     def train(key: jax.Array, drift_params, hparams: HParams | None = None):
         hparams = HParams.from_config(config) if hparams is None else hparams
@@ -176,12 +178,42 @@ def make_train(
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, config.num_envs), env_params)
         state = TrainState(params, optimizer.init(params), RunningStats.create(tuple(env.observation_shape)), env_state, obs, key)
 
+        def unroll_values(params, norm_obs, traj, maybe_norm):
+            """``V(s_t)`` and ``V(s'_t)`` (``s'_t`` = ``final_obs[t]``, the observation before any reset) for one unroll.
+
+            The policy and normaliser are frozen during an unroll, so both come
+            from one batched critic pass after it (not one small pass per step).
+            ``s'_t = s_{t+1}`` unless the episode ended at ``t``; a terminated
+            step's bootstrap is multiplied by 0, so only the last step and the
+            *truncated* steps need extra rows. With a known time limit ``L`` an
+            env truncates at most ``ceil((T-1)/L)`` times in the first ``T-1``
+            steps, which bounds those rows statically; otherwise every
+            ``final_obs`` goes through the critic (the general fallback).
+            """
+            steps, num_envs = norm_obs.shape[:2]
+            obs_shape = norm_obs.shape[2:]
+            flat_obs = norm_obs.reshape((steps * num_envs,) + obs_shape)
+            if truncation_rows is None:
+                rows = jnp.concatenate([flat_obs, maybe_norm(traj.final_obs).reshape(flat_obs.shape)])
+                out = policy.value(params, rows)
+                return out[: steps * num_envs].reshape(steps, num_envs), out[steps * num_envs :].reshape(steps, num_envs)
+            extra = truncation_rows * num_envs
+            truncated = jnp.logical_and(traj.done[:-1], jnp.logical_not(traj.terminated[:-1])).reshape(-1)
+            # Out-of-range fill: padded slots gather a clipped row and are dropped by the scatter below.
+            index = jnp.nonzero(truncated, size=extra, fill_value=truncated.shape[0])[0]
+            truncated_obs = jnp.take(traj.final_obs[:-1].reshape((-1,) + obs_shape), index, axis=0, mode="clip")
+            rows = jnp.concatenate([flat_obs, maybe_norm(traj.final_obs[-1]), maybe_norm(truncated_obs)])
+            out = policy.value(params, rows)
+            values = out[: steps * num_envs].reshape(steps, num_envs)
+            last = out[steps * num_envs : (steps + 1) * num_envs]
+            inner = values[1:].reshape(-1).at[index].set(out[(steps + 1) * num_envs :], mode="drop")
+            return values, jnp.concatenate([inner.reshape(steps - 1, num_envs), last[None]])
+
         def env_step(carry, _):
             state, obs_stats, params = carry
             key, key_action, key_step = jax.random.split(state.key, 3)
             norm_obs = normalize(obs_stats, state.obs) if config.normalize_obs else state.obs
             action, env_action, log_prob = policy.sample(params, norm_obs, key_action)
-            value = policy.value(params, norm_obs)
             step_keys = jax.random.split(key_step, config.num_envs)
             next_obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
                 step_keys, state.env_state, env_action, env_params
@@ -190,7 +222,6 @@ def make_train(
                 obs=state.obs,
                 action=action,
                 log_prob=log_prob,
-                value=value,
                 reward=reward * hparams.reward_scale,
                 terminated=terminated,
                 done=jnp.logical_or(terminated, truncated),
@@ -204,11 +235,12 @@ def make_train(
         def collect_unroll(state, _):
             (state, _, _), traj = jax.lax.scan(env_step, (state, state.obs_stats, state.params), None, config.num_steps)
             maybe_norm = functools.partial(normalize, state.obs_stats) if config.normalize_obs else (lambda x: x)
-            next_values = policy.value(state.params, maybe_norm(traj.final_obs))
+            norm_obs = maybe_norm(traj.obs)
+            values, next_values = unroll_values(state.params, norm_obs, traj, maybe_norm)
             advantages, targets = losses.compute_gae(
-                traj.reward, traj.value, next_values, traj.terminated, traj.done, hparams.gamma, hparams.gae_lambda
+                traj.reward, values, next_values, traj.terminated, traj.done, hparams.gamma, hparams.gae_lambda
             )
-            batch = Batch(maybe_norm(traj.obs), traj.action, traj.log_prob, advantages, targets)
+            batch = Batch(norm_obs, traj.action, traj.log_prob, advantages, targets)
             episode_stats = (jnp.sum(traj.episode_return), jnp.sum(traj.episode_length > 0))
             return state, (batch, episode_stats, traj.obs)
 
