@@ -103,16 +103,17 @@ class Preset:
     measured: str = ""  # where/whether this preset's numbers have been taken
 
 
-_CARTPOLE_SMALL = dict(total_timesteps=4 * 128 * 8)  # 8 updates of purejaxrl's 4 envs × 128 steps
+_CARTPOLE_CASE = dict(total_timesteps=4 * 128 * 200)  # 200 updates of purejaxrl's 4 envs × 128 steps
+_CARTPOLE_POPULATION = dict(total_timesteps=4 * 128 * 32)  # 32 updates per member
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
-        description="tiny budgets for the test suite: CartPole limit/ours (+progress), populations of 1 and 2",
+        description="tiny budgets for the test suite: CartPole limit/ours (+progress), a population of 2",
         cases=(EnvCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
                        brax=False, progress=True),),
         populations=(PopulationCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
-                                    sizes=(1, 2), meta_size=2),),
+                                    sizes=(2,), meta_size=2),),
         repeats=3,
         measured="CPU, every test run",
     ),
@@ -120,13 +121,13 @@ PRESETS: dict[str, Preset] = {
         name="cpu",
         description="CartPole-v1, inverted_pendulum and hopper (positional) at small budgets; CartPole populations of 1, 8, 32",
         cases=(
-            EnvCase("CartPole-v1", dict(_CARTPOLE_SMALL), brax=False, progress=True),
+            EnvCase("CartPole-v1", dict(_CARTPOLE_CASE), brax=False, progress=True),
             EnvCase("inverted_pendulum", dict(backend="positional", num_envs=128, num_steps=5, rollouts_per_update=4,
                                               num_minibatches=8, total_timesteps=128 * 5 * 4 * 8)),
             EnvCase("hopper", dict(backend="positional", num_envs=128, num_steps=10, rollouts_per_update=1,
                                    num_minibatches=4, total_timesteps=128 * 10 * 8)),
         ),
-        populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_SMALL), sizes=(1, 8, 32), meta_size=32),),
+        populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_POPULATION), sizes=(1, 8, 32), meta_size=32),),
         repeats=3,
         measured="2-core CPU (docs/PERFORMANCE.md)",
     ),
@@ -204,17 +205,26 @@ def device_peak_mb() -> float | None:
     return stats["peak_bytes_in_use"] / 2**20
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    """Wall seconds of ``fn()`` including ``block_until_ready`` on its result."""
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): the work done, whatever else the machine runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of ``fn()`` including ``block_until_ready`` on its result."""
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     jax.block_until_ready(fn())
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - start_cpu
 
 
-def summarise(times: list[float], work: float, unit: str = "env_steps_per_s") -> dict:
-    """``{median_s, times_s, <unit>}`` where ``<unit> = work / median``."""
+def summarise(times: list[float], work: float, unit: str = "env_steps_per_s", cpu: list[float] | None = None) -> dict:
+    """``{median_s, times_s, <unit>[, cpu_median_s, cpu_s]}`` where ``<unit> = work / median``."""
     median = statistics.median(times)
-    return {"median_s": median, "times_s": list(times), unit: work / median}
+    out = {"median_s": median, "times_s": list(times), unit: work / median}
+    if cpu:
+        out |= {"cpu_median_s": statistics.median(cpu), "cpu_s": list(cpu)}
+    return out
 
 
 # ---- the three per-environment measurements -------------------------------------
@@ -254,6 +264,7 @@ class Timed:
     def __init__(self, name: str, jitted, args_for: Callable[[int], tuple], work: float, unit: str = "env_steps_per_s"):
         self.name, self.work, self.unit, self.args_for = name, work, unit, args_for
         self.times: list[float] = []
+        self.cpu: list[float] = []
         with MemoryWatch() as memory:
             start = time.perf_counter()
             self.compiled = jitted.lower(*args_for(0)).compile()
@@ -262,13 +273,14 @@ class Timed:
         self.memory = memory.report()
 
     def run_once(self) -> float:
-        seconds = timed(lambda: self.compiled(*self.args_for(len(self.times) + 1)))
+        seconds, cpu = timed(lambda: self.compiled(*self.args_for(len(self.times) + 1)))
         self.times.append(seconds)
+        self.cpu.append(cpu)
         return seconds
 
     def result(self, last: int | None = None) -> dict:
-        times = self.times if last is None else self.times[-last:]
-        return {"compile_s": self.compile_s, **summarise(times, self.work, self.unit), **self.memory}
+        last = len(self.times) if last is None else last
+        return {"compile_s": self.compile_s, **summarise(self.times[-last:], self.work, self.unit, self.cpu[-last:]), **self.memory}
 
 
 def limit_timer(env, config: PPOConfig) -> Timed:
@@ -339,26 +351,35 @@ def brax_kwargs(config: PPOConfig, env) -> dict:
     )
 
 
-def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0, between_epochs: Callable[[], None] | None = None) -> dict:
-    """Brax's PPO at our settings: ``repeats + 1`` epochs of ``config.num_updates`` updates; the first is the warm-up.
+BRAX_WARMUP_EPOCHS = 2  # Brax's pmapped training_epoch compiles on its first call and again on its second
 
-    ``between_epochs()`` runs after every training epoch (from ``progress_fn``,
-    outside Brax's epoch timer): the bench times our learner there, so that
-    each Brax repetition has a paired repetition of ours under the same load.
+
+def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0, between_epochs: Callable[[], None] | None = None) -> dict:
+    """Brax's PPO at our settings: ``repeats + 2`` epochs of ``config.num_updates`` updates; the first two are warm-up.
+
+    Brax's ``training_epoch`` is compiled on its first call and recompiled on
+    its second (the donated state comes back with other shardings; seen with
+    ``jax_log_compiles``), so two epochs are discarded. ``between_epochs()``
+    runs after every training epoch (from ``progress_fn``, outside Brax's
+    epoch timer): the bench times our learner there, so that each Brax
+    repetition has a paired repetition of ours under the same load.
     """
     from brax.training.agents.ppo import train as brax_ppo
 
-    epochs = repeats + 1
-    stamps: list[tuple[float, dict]] = []
+    epochs = repeats + BRAX_WARMUP_EPOCHS
+    calls: list[dict] = []
 
     def progress_fn(step, metrics):
-        stamps.append((time.perf_counter(), {k: float(np.asarray(v)) for k, v in metrics.items() if np.size(v) == 1}))
+        call = {"wall": time.perf_counter(), "cpu": cpu_seconds(),
+                "metrics": {k: float(np.asarray(v)) for k, v in metrics.items() if np.size(v) == 1}}
         if between_epochs is not None and "training/walltime" in metrics:
             between_epochs()
+        call |= {"wall_out": time.perf_counter(), "cpu_out": cpu_seconds()}
+        calls.append(call)
 
     kwargs = brax_kwargs(config, env)
     with MemoryWatch() as memory:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         brax_ppo.train(
             **kwargs,
             num_timesteps=epochs * config.env_steps,
@@ -368,24 +389,30 @@ def bench_brax(env, config: PPOConfig, repeats: int, eval_envs: int = 0, between
             progress_fn=progress_fn,
             seed=0,
         )
+    initial_eval_s = None
     if eval_envs > 0:  # the first call reports the initial evaluation, before any training
-        initial_eval_s = stamps[0][1].get("eval/epoch_eval_time", float("nan"))
-        stamps = stamps[1:]
-    walltimes = [metrics["training/walltime"] for _, metrics in stamps]
+        initial_eval_s = calls[0]["metrics"].get("eval/epoch_eval_time")
+        calls = calls[1:]
+    walltimes = [call["metrics"]["training/walltime"] for call in calls]
     epoch_s = [b - a for a, b in zip([0.0] + walltimes[:-1], walltimes)]
     if len(epoch_s) != epochs:
         raise RuntimeError(f"expected {epochs} Brax training epochs, saw {len(epoch_s)}")
-    times = epoch_s[1:]
+    # CPU seconds from the end of one progress call to the start of the next (brax's epoch, plus its eval if on).
+    epoch_cpu = [b["cpu"] - a["cpu_out"] for a, b in zip(calls[:-1], calls[1:])]
+    times = epoch_s[BRAX_WARMUP_EPOCHS:]
+    warm = calls[BRAX_WARMUP_EPOCHS - 1]
+    outside = sum(call["wall_out"] - call["wall"] for call in calls[: BRAX_WARMUP_EPOCHS - 1])
     result = {
-        # Until the first epoch ends: env set-up, reset compile, training_epoch compile and one epoch's run.
-        "compile_s": (stamps[0][0] - start) - statistics.median(times),
-        **summarise(times, config.env_steps),
+        # Until the warm-up epochs end: env set-up, reset compile, both training_epoch compiles, minus their runs.
+        "compile_s": (warm["wall"] - start) - outside - BRAX_WARMUP_EPOCHS * statistics.median(times),
+        **summarise(times, config.env_steps, cpu=epoch_cpu[BRAX_WARMUP_EPOCHS - 1 :]),
         **memory.report(),
-        "method": "training/walltime deltas of epochs 2.. (Brax's own block_until_ready timer around training_epoch)",
+        "method": f"training/walltime deltas of epochs {BRAX_WARMUP_EPOCHS + 1}.. (Brax's own block_until_ready timer "
+        "around training_epoch); the first two compile",
     }
     if eval_envs > 0:
         result["eval_envs"] = eval_envs
-        result["eval_s"] = [m.get("eval/epoch_eval_time", float("nan")) for _, m in stamps]
+        result["eval_s"] = [call["metrics"].get("eval/epoch_eval_time") for call in calls]
         result["initial_eval_s"] = initial_eval_s
     return result
 
@@ -421,17 +448,18 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
         vmapped = Timed("vmapped", jax.jit(jax.vmap(train)), lambda r, size=size, params=params: (member_keys(r, size), params),
                         size * config.env_steps, "agent_steps_per_s")
         runs = size if case.sequential_cap is None else min(size, case.sequential_cap)
-        sequential_times = []
+        sequential_times, sequential_cpu = [], []
         with MemoryWatch() as memory:
             for r in range(repeats):
                 vmapped.run_once()
                 keys = member_keys(r + 1, size)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), cpu_seconds()
                 for index in range(runs):  # the same learners, one after another through the single-learner executable
                     jax.block_until_ready(single.compiled(keys[index], member(params, index)))
                 sequential_times.append((time.perf_counter() - start) * size / runs)
-        sequential = {"compile_s": single.compile_s, **summarise(sequential_times, size * config.env_steps, "agent_steps_per_s"),
-                      **memory.report()}
+                sequential_cpu.append((cpu_seconds() - start_cpu) * size / runs)
+        sequential = {"compile_s": single.compile_s,
+                      **summarise(sequential_times, size * config.env_steps, "agent_steps_per_s", sequential_cpu), **memory.report()}
         if runs < size:
             sequential["extrapolated_from"] = runs
         row = {"size": size, "vmapped": vmapped.result(), "sequential": sequential}
@@ -499,7 +527,7 @@ def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ..
             timer.run_once()
 
     if "brax" in parts and case.brax and env.family == "brax":
-        status(f"  {label}: brax PPO ({repeats + 1} epochs, ours/limit timed between them)…")
+        status(f"  {label}: brax PPO ({repeats + BRAX_WARMUP_EPOCHS} epochs, ours/limit timed between them)…")
         result["brax"] = bench_brax(env, config, repeats, preset.brax_eval_envs, between_epochs=one_round)
     else:
         for _ in range(repeats):
@@ -517,6 +545,7 @@ def case_ratios(result: dict) -> dict:
     ratios = {}
     if "ours" in sps and "brax" in sps:
         ratios["ours_over_brax"] = sps["ours"] / sps["brax"]
+        ratios["ours_over_brax_cpu"] = result["brax"]["cpu_median_s"] / result["ours"]["cpu_median_s"]
     if "ours" in sps and "limit" in sps:
         ratios["ours_over_limit"] = sps["ours"] / sps["limit"]
     if "brax" in sps and "limit" in sps:

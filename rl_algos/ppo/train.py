@@ -42,6 +42,10 @@ METRIC_NAMES = (
 )
 
 
+# Fewest env steps (per learner) between two progress callbacks by default; see make_train.
+PROGRESS_MIN_STEPS = 16_384
+
+
 @struct.dataclass
 class TrainState:
     params: Any  # {"actor": ..., "critic": ...}
@@ -156,13 +160,17 @@ def make_train(
 
     ``progress_callback(update_index)``, if given, is called from inside the
     compiled loop (``jax.debug.callback``) every ``progress_every`` updates; it
-    is the only host interaction, and it is off by default.
+    is the only host interaction, and it is off by default. The default
+    interval is ``num_updates // 100`` updates but never fewer than
+    :data:`PROGRESS_MIN_STEPS` env steps: each call stalls the loop for a
+    host round trip (0.1-2.5 ms on a 2-core CPU), which cost 11-29 % of a
+    CartPole learner's throughput when it came every 2 updates of 512 steps.
     """
     config.validate()
     policy = Policy(config, env)
     num_updates = config.num_updates
     env_params = env.default_params
-    every = progress_every or max(1, num_updates // 100)
+    every = progress_every or max(1, num_updates // 100, -(-PROGRESS_MIN_STEPS // config.batch_size))
     # Truncated steps per env per unroll (besides the last step), if the env declares its time limit.
     time_limit = getattr(env, "time_limit", None)
     truncation_rows = None if time_limit is None else -(-(config.num_steps - 1) // int(time_limit))
@@ -289,7 +297,7 @@ def make_train(
             metrics["learning_rate"] = lr
             if progress_callback is not None:
                 jax.lax.cond(
-                    (update_index + 1) % every == 0,
+                    ((update_index + 1) % every == 0) | (update_index + 1 == num_updates),
                     lambda: jax.debug.callback(progress_callback, update_index + 1),
                     lambda: None,
                 )
