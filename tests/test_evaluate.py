@@ -53,7 +53,8 @@ def test_csv_and_json_rows_are_consistent(evaluated):
         assert float(row["median"]) == pytest.approx(np.median(finals), rel=1e-6)
         assert float(row["mean_ci_low"]) <= float(row["mean"]) <= float(row["mean_ci_high"])
         assert float(row["iqm_ci_low"]) <= float(row["iqm"]) <= float(row["iqm_ci_high"])
-        assert float(row["wall_seconds"]) > 0
+        recorded_wall = float(row["wall_seconds"])  # the column is filled in (not a speed check)
+        assert recorded_wall > 0
     assert results["reference"] == "ppo"
     assert float(rows[0]["normalized_mean"]) == pytest.approx(1.0, rel=1e-5)
     ppo_mean = float(rows[0]["mean"])
