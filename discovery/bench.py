@@ -12,6 +12,10 @@ What is measured, per environment case:
   ``lax.scan`` over steps of ``vmap(env.step)`` on the same env, backend and
   ``num_envs`` as the learner, for the same number of env steps. No learner
   can beat it on the same machine.
+* ``learner``: our SGD alone (``rl_algos.ppo.train.sgd_epochs``, the code
+  ``ours`` runs) for the same number of updates on a fixed random batch of
+  the same shape: no env, no rollout. ``limit`` and ``learner`` back to back
+  give the *ceiling*: the throughput if everything else were free.
 * ``ours``: ``jit(make_train(config, env, ppo_clip))`` on one seed, env-steps/s.
 * ``brax``: ``brax.training.agents.ppo.train`` with the same env, backend,
   ``num_envs``, unroll length, batch/minibatch layout, epochs, network sizes,
@@ -56,7 +60,8 @@ import numpy as np
 import drift_functions
 from discovery import configs
 from discovery.progress import status
-from rl_algos.ppo import PPOConfig, final_return, make_train
+from rl_algos.ppo import HParams, PPOConfig, final_return, make_train
+from rl_algos.ppo.train import Batch, Policy, make_optimizer, sgd_epochs
 
 # ---- presets ------------------------------------------------------------------
 
@@ -128,7 +133,7 @@ PRESETS: dict[str, Preset] = {
                                    num_minibatches=4, total_timesteps=128 * 10 * 8)),
         ),
         populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_POPULATION), sizes=(1, 8, 32), meta_size=32),),
-        repeats=3,
+        repeats=5,  # a shared 2-core host is noisy; 5 paired rounds still finish in about 7 minutes
         measured="2-core CPU (docs/PERFORMANCE.md)",
     ),
     "gpu": Preset(
@@ -287,6 +292,59 @@ def limit_timer(env, config: PPOConfig) -> Timed:
     steps = config.env_steps // config.num_envs
     jitted = jax.jit(make_limit(env, config.num_envs, steps))
     return Timed("limit", jitted, lambda r: (jax.random.PRNGKey(r),), steps * config.num_envs)
+
+
+def make_learner_floor(env, config: PPOConfig, drift) -> Callable[[jax.Array, Any], Any]:
+    """Our learner's SGD alone: ``num_updates`` calls of :func:`sgd_epochs` on a fixed random batch, no env, no rollout.
+
+    The same code, shapes, networks and optimizer as ``ours`` (``batch_size``
+    rows, ``update_epochs`` × ``num_minibatches`` Adam steps per update), so
+    ``limit + learner`` is the time of the two parts of a training run that no
+    implementation at these settings can skip: stepping the simulator and the
+    minibatch gradient steps.
+    """
+    policy = Policy(config, env)
+    hparams = HParams.from_config(config)
+    optimizer = make_optimizer(config, hparams)
+    rows = config.batch_size
+    action_shape = () if env.is_discrete else tuple(env.action_space.shape)
+
+    def learner(key, drift_params):
+        key_params, key_obs, key_action, key_adv, key_target, key = jax.random.split(key, 6)
+        params = policy.init(key_params)
+        if env.is_discrete:
+            action = jax.random.randint(key_action, (rows,), 0, env.action_space.num_actions)
+        else:
+            action = jax.random.normal(key_action, (rows,) + action_shape)
+        obs = jax.random.normal(key_obs, (rows,) + tuple(env.observation_shape))
+        batch = Batch(
+            obs=obs,
+            action=action,
+            log_prob=policy.log_prob_entropy(params, obs, action)[0],  # the behaviour policy = the initial one
+            advantage=jax.random.normal(key_adv, (rows,)),
+            target=jax.random.normal(key_target, (rows,)),
+        )
+
+        def update(carry, update_key):
+            params, opt_state = carry
+            params, opt_state, aux = sgd_epochs(
+                params, opt_state, batch, update_key, config=config, policy=policy, optimizer=optimizer,
+                drift_apply=drift.apply, drift_params=drift_params, hparams=hparams,
+                learning_rate=hparams.learning_rate, progress=jnp.float32(0.0),
+            )
+            return (params, opt_state), aux["policy_loss"].mean()
+
+        (params, _), losses = jax.lax.scan(update, (params, optimizer.init(params)), jax.random.split(key, config.num_updates))
+        return params, losses
+
+    return learner
+
+
+def learner_timer(env, config: PPOConfig) -> Timed:
+    drift = drift_functions.make("ppo_clip")
+    params = drift.init(None)
+    jitted = jax.jit(make_learner_floor(env, config, drift))
+    return Timed("learner", jitted, lambda r: (jax.random.PRNGKey(r), params), config.env_steps)
 
 
 def ours_timer(env, config: PPOConfig, progress_callback: Callable | None = None) -> Timed:
@@ -494,7 +552,7 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
 
 # ---- the whole run ----------------------------------------------------------------------
 
-PARTS = ("limit", "ours", "brax", "population")
+PARTS = ("limit", "learner", "ours", "brax", "population")
 
 
 def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ...]) -> dict:
@@ -516,6 +574,9 @@ def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ..
     if "limit" in parts:
         status(f"  {label}: compiling limit (env-only, random actions)…")
         timers.append(limit_timer(env, config))
+    if "learner" in parts:
+        status(f"  {label}: compiling learner (SGD alone, the floor under ours)…")
+        timers.append(learner_timer(env, config))
     if "ours" in parts:
         status(f"  {label}: compiling ours…")
         timers.append(ours_timer(env, config))
@@ -541,11 +602,21 @@ def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ..
 
 
 def case_ratios(result: dict) -> dict:
-    sps = {name: result[name]["env_steps_per_s"] for name in ("limit", "ours", "brax", "ours_progress") if name in result}
+    sps = {name: result[name]["env_steps_per_s"] for name in ("limit", "learner", "ours", "brax", "ours_progress") if name in result}
     ratios = {}
+    if "limit" in sps and "learner" in sps:
+        # Time per env step of the simulator alone plus the SGD alone: no learner at these settings can be faster.
+        result["ceiling_env_steps_per_s"] = 1.0 / (1.0 / sps["limit"] + 1.0 / sps["learner"])
+        for name in ("ours", "brax"):
+            if name in sps:
+                ratios[f"{name}_over_ceiling"] = sps[name] / result["ceiling_env_steps_per_s"]
     if "ours" in sps and "brax" in sps:
         ratios["ours_over_brax"] = sps["ours"] / sps["brax"]
         ratios["ours_over_brax_cpu"] = result["brax"]["cpu_median_s"] / result["ours"]["cpu_median_s"]
+        # Repetition i of ours ran right after Brax's epoch i: the median of per-pair ratios cancels slow load drifts.
+        ours_times, brax_times = result["ours"]["times_s"], result["brax"]["times_s"]
+        if len(ours_times) == len(brax_times):
+            ratios["ours_over_brax_paired"] = statistics.median(b / o for o, b in zip(ours_times, brax_times))
     if "ours" in sps and "limit" in sps:
         ratios["ours_over_limit"] = sps["ours"] / sps["limit"]
     if "brax" in sps and "limit" in sps:
@@ -607,9 +678,8 @@ def render_markdown(doc: dict) -> str:
         "",
         "## Throughput (env-steps/s) and ratios",
         "",
-        "| env | envs × steps × rollouts | env steps | limit | ours | brax | ours/brax | ours/limit | brax/limit |"
-        " compile limit / ours / brax (s) | peak RSS ours / brax (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| env | envs × steps × rollouts | env steps | limit | learner | ceiling | ours | brax | ours/brax | paired / CPU-time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in doc["cases"]:
         c, r = case["config"], case["ratios"]
@@ -617,11 +687,30 @@ def render_markdown(doc: dict) -> str:
         backend = case["env_options"].get("backend")
         lines.append(
             f"| {case['env']}{f' ({backend})' if backend else ''} | {c['num_envs']} × {c['num_steps']} × {c['rollouts_per_update']} "
-            f"| {case['env_steps']:,} | {_fmt(get('limit', 'env_steps_per_s'))} | {_fmt(get('ours', 'env_steps_per_s'))} "
-            f"| {_fmt(get('brax', 'env_steps_per_s'))} | {_fmt(r.get('ours_over_brax'), 2)} | {_fmt(r.get('ours_over_limit'), 2)} "
-            f"| {_fmt(r.get('brax_over_limit'), 2)} | {_fmt(get('limit', 'compile_s'), 1)} / {_fmt(get('ours', 'compile_s'), 1)} / "
-            f"{_fmt(get('brax', 'compile_s'), 1)} | {_fmt(get('ours', 'peak_rss_mb'))} / {_fmt(get('brax', 'peak_rss_mb'))} |"
+            f"| {case['env_steps']:,} | {_fmt(get('limit', 'env_steps_per_s'))} | {_fmt(get('learner', 'env_steps_per_s'))} "
+            f"| {_fmt(case.get('ceiling_env_steps_per_s'))} | {_fmt(get('ours', 'env_steps_per_s'))} "
+            f"| {_fmt(get('brax', 'env_steps_per_s'))} | **{_fmt(r.get('ours_over_brax'), 2)}** "
+            f"| {_fmt(r.get('ours_over_brax_paired'), 2)} / {_fmt(r.get('ours_over_brax_cpu'), 2)} |"
         )
+    lines += [
+        "",
+        "| env | ours/ceiling | brax/ceiling | ours/limit | brax/limit | compile limit / learner / ours / brax (s) | peak RSS ours / brax (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in doc["cases"]:
+        r = case["ratios"]
+        get = lambda name, key: case.get(name, {}).get(key)  # noqa: E731
+        lines.append(
+            f"| {case['env']} | {_fmt(r.get('ours_over_ceiling'), 2)} | {_fmt(r.get('brax_over_ceiling'), 2)} "
+            f"| {_fmt(r.get('ours_over_limit'), 2)} | {_fmt(r.get('brax_over_limit'), 2)} "
+            f"| {' / '.join(_fmt(get(n, 'compile_s'), 1) for n in ('limit', 'learner', 'ours', 'brax'))} "
+            f"| {_fmt(get('ours', 'peak_rss_mb'))} / {_fmt(get('brax', 'peak_rss_mb'))} |"
+        )
+    lines += ["", "*limit*: the simulator alone (random actions); *learner*: our SGD alone on a fixed batch (no env); "
+              "*ceiling*: both back to back, `1 / (1/limit + 1/learner)`: the throughput left if the rollout's policy "
+              "passes, GAE and all bookkeeping were free."]
+    lines += ["", "*paired*: median over rounds of Brax's epoch time ÷ ours, each of ours timed right after a Brax epoch; "
+              "*CPU-time*: Brax's median process CPU seconds ÷ ours (robust to other load on the host)."]
     overheads = [(case["env"], case) for case in doc["cases"] if "ours_progress" in case]
     if overheads:
         lines += ["", "Progress callback (`jax.debug.callback` every `num_updates // 100` updates):", ""]

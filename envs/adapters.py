@@ -96,6 +96,7 @@ class BraxEnvironment(Environment):
         self.backend = backend
         self.episode_length = int(episode_length)
         self.action_repeat = int(action_repeat)
+        self.time_limit = -(-self.episode_length // self.action_repeat)
         with warnings.catch_warnings():  # brax warns on every env build that it is unmaintained
             warnings.simplefilter("ignore")
             self._env = brax_envs.get_environment(name, backend=backend, **env_kwargs)

@@ -22,12 +22,13 @@ def test_bench_smoke_writes_valid_json_and_markdown(tmp_path):
     assert doc["environment"]["versions"]["jax"]
 
     (case,) = doc["cases"]
-    for name in ("limit", "ours", "ours_progress"):
+    for name in ("limit", "learner", "ours", "ours_progress"):
         part = case[name]
         assert len(part["times_s"]) == doc["repeats"]
         for key in ("env_steps_per_s", "median_s", "compile_s", "peak_rss_mb"):
             _positive_finite(part[key], f"{name}.{key}")
     _positive_finite(case["ratios"]["ours_over_limit"], "ours_over_limit")
+    _positive_finite(case["ratios"]["ours_over_ceiling"], "ours_over_ceiling")
     assert math.isfinite(case["ratios"]["progress_overhead"])
 
     (population,) = doc["populations"]
@@ -41,7 +42,7 @@ def test_bench_smoke_writes_valid_json_and_markdown(tmp_path):
         _positive_finite(meta[key], f"meta_generation.{key}")
 
     markdown = (out / "bench.md").read_text()
-    assert "ours/limit" in markdown and "vmapped/sequential" in markdown and "meta-generation" in markdown
+    assert "ours/limit" in markdown and "ceiling" in markdown and "vmapped/sequential" in markdown and "meta-generation" in markdown
 
 
 def test_bench_rejects_bad_arguments(tmp_path, capsys):

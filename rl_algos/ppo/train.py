@@ -144,6 +144,62 @@ def ppo_loss(
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **aux}
 
 
+def make_optimizer(config: PPOConfig, hparams: HParams) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam's scaling; the (annealed) learning rate is applied by :func:`sgd_epochs`."""
+    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.scale_by_adam(eps=config.adam_eps))
+
+
+def sgd_epochs(
+    params,
+    opt_state,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    config: PPOConfig,
+    policy: Policy,
+    optimizer: optax.GradientTransformation,
+    drift_apply: Callable,
+    drift_params,
+    hparams: HParams,
+    learning_rate: jax.Array,
+    progress: jax.Array,
+):
+    """The learner's update on one batch: ``update_epochs`` shuffled passes of ``num_minibatches`` Adam steps.
+
+    ``batch`` leaves are ``[batch_size, ...]``; each epoch draws a permutation
+    of the batch and splits it into ``[num_minibatches, minibatch_size, ...]``.
+    Returns ``(params, opt_state, aux)`` with every :func:`ppo_loss` diagnostic
+    in ``aux`` shaped ``[update_epochs, num_minibatches]``.
+    """
+    loss_fn = functools.partial(
+        ppo_loss,
+        policy=policy,
+        drift_apply=drift_apply,
+        drift_params=drift_params,
+        hparams=hparams,
+        progress=progress,
+        normalize_advantages=config.normalize_advantages,
+    )
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def minibatch_step(carry, minibatch):
+        params, opt_state = carry
+        (_, aux), grads = grad_fn(params, minibatch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, jax.tree.map(lambda u: -learning_rate * u, updates))
+        return (params, opt_state), aux
+
+    def epoch(carry, key):
+        permutation = jax.random.permutation(key, config.batch_size)
+        shuffled = jax.tree.map(
+            lambda x: x[permutation].reshape((config.num_minibatches, config.minibatch_size) + x.shape[1:]), batch
+        )
+        return jax.lax.scan(minibatch_step, carry, shuffled)
+
+    (params, opt_state), aux = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, config.update_epochs))
+    return params, opt_state, aux
+
+
 def make_train(
     config: PPOConfig,
     env: Environment,
@@ -177,10 +233,7 @@ def make_train(
 
     def train(key: jax.Array, drift_params, hparams: HParams | None = None):
         hparams = HParams.from_config(config) if hparams is None else hparams
-        optimizer = optax.chain(
-            optax.clip_by_global_norm(hparams.max_grad_norm),
-            optax.scale_by_adam(eps=config.adam_eps),
-        )
+        optimizer = make_optimizer(config, hparams)
         key, key_params, key_reset = jax.random.split(key, 3)
         params = policy.init(key_params)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, config.num_envs), env_params)
@@ -259,34 +312,11 @@ def make_train(
             batch = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[3:]), batch)
             progress = update_index / num_updates
             lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
-            loss_fn = functools.partial(
-                ppo_loss,
-                policy=policy,
-                drift_apply=drift.apply,
-                drift_params=drift_params,
-                hparams=hparams,
-                progress=progress,
-                normalize_advantages=config.normalize_advantages,
-            )
-            grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-            def minibatch_step(carry, minibatch):
-                params, opt_state = carry
-                (_, aux), grads = grad_fn(params, minibatch)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
-                return (params, opt_state), aux
-
-            def epoch(carry, key):
-                permutation = jax.random.permutation(key, config.batch_size)
-                shuffled = jax.tree.map(
-                    lambda x: x[permutation].reshape((config.num_minibatches, config.minibatch_size) + x.shape[1:]), batch
-                )
-                return jax.lax.scan(minibatch_step, carry, shuffled)
-
             key, key_epochs = jax.random.split(state.key)
-            (params, opt_state), aux = jax.lax.scan(
-                epoch, (state.params, state.opt_state), jax.random.split(key_epochs, config.update_epochs)
+            params, opt_state, aux = sgd_epochs(
+                state.params, state.opt_state, batch, key_epochs,
+                config=config, policy=policy, optimizer=optimizer, drift_apply=drift.apply,
+                drift_params=drift_params, hparams=hparams, learning_rate=lr, progress=progress,
             )
             obs_stats = update_stats(state.obs_stats, raw_obs) if config.normalize_obs else state.obs_stats
             state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
