@@ -20,7 +20,11 @@ TANH_MIN_SCALE = 1e-3
 
 
 class MLP(nn.Module):
-    """Hidden layers with orthogonal(√2) init, then a linear head with orthogonal(``head_scale``)."""
+    """Hidden layers with orthogonal(√2) init, then a linear head with orthogonal(``head_scale``).
+
+    Input ``[batch, *obs_shape]``: observations with more than one axis (MinAtar's
+    ``10×10×C`` grids, bsuite's boards) are flattened to ``[batch, prod(obs_shape)]``.
+    """
 
     hidden: Sequence[int]
     out_dim: int
@@ -30,6 +34,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         act = _ACTIVATIONS[self.activation]
+        if x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
         for width in self.hidden:
             x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
         return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.head_scale), bias_init=nn.initializers.zeros)(x)
