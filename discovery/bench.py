@@ -329,7 +329,7 @@ def make_learner_floor(env, config: PPOConfig, drift) -> Callable[[jax.Array, An
             params, opt_state = carry
             params, opt_state, aux = sgd_epochs(
                 params, opt_state, batch, update_key, config=config, policy=policy, optimizer=optimizer,
-                drift_apply=drift.apply, drift_params=drift_params, hparams=hparams,
+                drift_fn=functools.partial(drift.apply, drift_params), hparams=hparams,
                 learning_rate=hparams.learning_rate, progress=jnp.float32(0.0),
             )
             return (params, opt_state), aux["policy_loss"].mean()

@@ -1,6 +1,7 @@
 """The learner: GAE against a reference, vmap equivalence, determinism, learning thresholds."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +10,10 @@ import pytest
 
 import drift_functions as df
 import envs
-from rl_algos.ppo import HParams, PPOConfig, compute_gae, drift_policy_loss, final_return, make_train
-from rl_algos.ppo.normalization import RunningStats, update_stats
+from rl_algos.ppo import SEEDS, HParams, PPOConfig, compute_gae, drift_policy_loss, final_return, make_train, make_train_batch
+from rl_algos.ppo.normalization import RunningStats, normalize, update_stats
+from rl_algos.ppo.policy import Policy
+from rl_algos.ppo.train import Transition, unroll_values
 
 TINY = PPOConfig(total_timesteps=4 * 16 * 6, num_envs=4, num_steps=16, num_minibatches=2, update_epochs=2)
 
@@ -60,7 +63,7 @@ def test_policy_loss_with_ppo_drift_is_clipped_surrogate():
     log_prob, old = jnp.asarray(rng.normal(size=64) * 0.3), jnp.asarray(rng.normal(size=64) * 0.3)
     adv = jnp.asarray(rng.normal(size=64))
     drift = df.make("ppo_clip")
-    loss, aux = drift_policy_loss(drift.apply, drift.init(None), log_prob, old, adv, 0.0)
+    loss, aux = drift_policy_loss(functools.partial(drift.apply, drift.init(None)), log_prob, old, adv, 0.0)
     r = np.exp(np.asarray(log_prob - old))
     expected = -np.mean(np.minimum(r * adv, np.clip(r, 0.8, 1.2) * adv))
     assert float(loss) == pytest.approx(expected, rel=1e-5)
@@ -76,6 +79,50 @@ def test_running_stats_match_numpy():
     everything = np.concatenate([b.reshape(-1, 3) for b in batches])
     np.testing.assert_allclose(stats.mean, everything.mean(0), rtol=1e-4)
     np.testing.assert_allclose(stats.var, everything.var(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("truncation_rows", [None, 1, 2])
+def test_unroll_values_matches_per_step_critic(truncation_rows):
+    """One batched critic pass equals V(s_t) and V(s'_t) evaluated step by step, wherever GAE uses them."""
+    env = envs.make("CartPole-v1")
+    policy = Policy(TINY, env)
+    params = policy.init(jax.random.PRNGKey(0))
+    steps, num_envs = 7, 3
+    key_obs, key_final = jax.random.split(jax.random.PRNGKey(1))
+    obs = jax.random.normal(key_obs, (steps, num_envs, 4))
+    final_obs = jnp.concatenate([obs[1:], jax.random.normal(key_final, (1, num_envs, 4))])
+    # env 0 truncates at t=2 (and t=5 when two rows are allowed), env 1 terminates at t=3, env 2 runs through
+    truncated = np.zeros((steps, num_envs), bool)
+    truncated[2, 0] = True
+    if truncation_rows != 1:
+        truncated[5, 0] = True
+    terminated = np.zeros((steps, num_envs), bool)
+    terminated[3, 1] = True
+    ended = truncated | terminated
+    final_obs = jnp.where(ended[..., None], final_obs + 10.0, final_obs)  # s'_t differs from s_{t+1} where an episode ended
+    traj = Transition(obs=obs, action=None, log_prob=None, reward=None, terminated=jnp.asarray(terminated),
+                      done=jnp.asarray(ended), final_obs=final_obs, episode_return=None, episode_length=None)
+    stats = update_stats(RunningStats.create((4,)), obs)
+    normalize_fn = functools.partial(normalize, stats)
+    norm_obs = normalize_fn(obs)
+    values, next_values = jax.jit(unroll_values, static_argnums=(0, 4, 5))(policy, params, norm_obs, traj, normalize_fn, truncation_rows)
+    for t in range(steps):
+        np.testing.assert_allclose(values[t], policy.value(params, norm_obs[t]), rtol=1e-5, atol=1e-6)
+        used = ~terminated[t] | (t == steps - 1)  # GAE multiplies a terminated step's bootstrap by 0
+        reference = policy.value(params, normalize_fn(final_obs[t]))
+        np.testing.assert_allclose(np.asarray(next_values[t])[used], np.asarray(reference)[used], rtol=1e-5, atol=1e-6)
+
+
+def test_train_batch_over_seeds_equals_vmapped_train(cartpole):
+    drift = df.make("dpo")
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    output = jax.jit(make_train_batch(TINY, cartpole, drift, SEEDS))(keys, drift.init(None), HParams.from_config(TINY))
+    state, metrics = jax.jit(jax.vmap(make_train(TINY, cartpole, drift), in_axes=(0, None, None)))(
+        keys, drift.init(None), HParams.from_config(TINY))
+    for name in metrics:
+        np.testing.assert_array_equal(output.metrics[name], metrics[name])
+    jax.tree.map(np.testing.assert_array_equal, output.params, state.params)
+    np.testing.assert_array_equal(output.final_returns, final_return(metrics, TINY.final_return_window))
 
 
 @pytest.fixture(scope="module")

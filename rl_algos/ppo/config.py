@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 from flax import struct
 
 ACTIVATIONS = ("tanh", "relu", "swish", "elu")
+_HPARAM = {"hparam": True}
+
+
+def _hparam(default: float):
+    """A real-valued :class:`PPOConfig` field that is also an :class:`HParams` array (so sweeps can vmap it)."""
+    return dataclasses.field(default=default, metadata=_HPARAM)
 CONTINUOUS_DISTRIBUTIONS = ("gaussian", "tanh_gaussian")
 
 
@@ -33,15 +40,15 @@ class PPOConfig:
     rollouts_per_update: int = 1
     update_epochs: int = 4
     num_minibatches: int = 4
-    learning_rate: float = 2.5e-4
+    learning_rate: float = _hparam(2.5e-4)
     anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    gamma: float = _hparam(0.99)
+    gae_lambda: float = _hparam(0.95)
+    ent_coef: float = _hparam(0.01)
+    vf_coef: float = _hparam(0.5)
+    max_grad_norm: float = _hparam(0.5)
     adam_eps: float = 1e-5
-    reward_scale: float = 1.0
+    reward_scale: float = _hparam(1.0)
     normalize_obs: bool = False
     normalize_advantages: bool = True
     actor_hidden: tuple[int, ...] = (64, 64)
@@ -111,22 +118,26 @@ class PPOConfig:
         return self
 
 
-@struct.dataclass
-class HParams:
-    """Real-valued hyper-parameters, as arrays so that sweeps can ``vmap`` over them."""
-
-    learning_rate: jnp.ndarray
-    ent_coef: jnp.ndarray
-    vf_coef: jnp.ndarray
-    gamma: jnp.ndarray
-    gae_lambda: jnp.ndarray
-    max_grad_norm: jnp.ndarray
-    reward_scale: jnp.ndarray
-
+class _HParamsMethods:
     @classmethod
     def from_config(cls, config: PPOConfig) -> "HParams":
-        return cls(**{f.name: jnp.asarray(getattr(config, f.name), jnp.float32) for f in dataclasses.fields(cls)})
+        return cls(**{name: jnp.asarray(getattr(config, name), jnp.float32) for name in cls.names()})
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# The PPOConfig fields declared with `_hparam`, as float32 arrays: one source of truth for their names and defaults.
+HParams = struct.dataclass(
+    type(
+        "HParams",
+        (_HParamsMethods,),
+        {
+            "__module__": __name__,
+            "__doc__": "Real-valued hyper-parameters, as arrays so that sweeps can ``vmap`` over them (the "
+            "``PPOConfig`` fields declared with ``_hparam``).",
+            "__annotations__": {f.name: jax.Array for f in dataclasses.fields(PPOConfig) if f.metadata.get("hparam")},
+        },
+    )
+)

@@ -51,8 +51,7 @@ def normalize_advantages(advantages: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 
 def drift_policy_loss(
-    drift_apply: Callable,
-    drift_params,
+    drift_fn: Callable,
     log_prob: jax.Array,
     old_log_prob: jax.Array,
     advantages: jax.Array,
@@ -60,7 +59,8 @@ def drift_policy_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mirror-Learning policy loss ``L_π = −mean(r·Â − drift(r, Â))``.
 
-    ``r = exp(log π_new − log π_old)``. Shapes: ``[B]`` each, ``progress`` scalar.
+    ``r = exp(log π_new − log π_old)``; ``drift_fn(r, Â, progress)`` is the drift
+    with its parameters bound. Shapes: ``[B]`` each, ``progress`` scalar.
     Returns the loss and diagnostics: approximate KL (``mean((r−1) − log r)``),
     the fraction of samples where the drift is active (``drift > 1e-6``: a
     threshold, because closed forms such as DPO's are differences of nearly
@@ -69,7 +69,7 @@ def drift_policy_loss(
     """
     log_ratio = log_prob - old_log_prob
     ratio = jnp.exp(log_ratio)
-    drift = drift_apply(drift_params, ratio, advantages, progress)
+    drift = drift_fn(ratio, advantages, progress)
     loss = -jnp.mean(ratio * advantages - drift)
     aux = {
         "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),

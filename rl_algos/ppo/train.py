@@ -19,15 +19,8 @@ from flax import struct
 from envs.base import Environment
 from rl_algos.ppo import losses
 from rl_algos.ppo.config import HParams, PPOConfig
-from rl_algos.ppo.networks import (
-    Actor,
-    Critic,
-    categorical_entropy,
-    categorical_log_prob,
-    gaussian_entropy,
-    gaussian_log_prob,
-)
 from rl_algos.ppo.normalization import RunningStats, normalize, update_stats
+from rl_algos.ppo.policy import Policy
 
 METRIC_NAMES = (
     "episode_return",
@@ -42,7 +35,7 @@ METRIC_NAMES = (
 )
 
 
-# Fewest env steps (per learner) between two progress callbacks by default; see make_train.
+# Fewest env steps (per learner) between two progress callbacks by default; see progress_interval.
 PROGRESS_MIN_STEPS = 16_384
 
 
@@ -78,66 +71,23 @@ class Batch:
     target: jax.Array
 
 
-class Policy:
-    """Actor and critic with the action distribution bound; all methods are pure."""
-
-    def __init__(self, config: PPOConfig, env: Environment):
-        self.discrete = env.is_discrete
-        self.action_space = env.action_space
-        self.distribution = "categorical" if self.discrete else config.continuous_distribution
-        action_dim = env.action_space.num_actions if self.discrete else env.action_space.shape[0]
-        self.actor = Actor(config.actor_hidden, action_dim, self.discrete, config.activation, config.continuous_distribution)
-        self.critic = Critic(config.critic_hidden, config.activation)
-        self.obs_shape = env.observation_shape
-
-    def init(self, key):
-        key_actor, key_critic = jax.random.split(key)
-        dummy = jnp.zeros((1,) + tuple(self.obs_shape), jnp.float32)
-        return {"actor": self.actor.init(key_actor, dummy), "critic": self.critic.init(key_critic, dummy)}
-
-    def value(self, params, obs):
-        return self.critic.apply(params["critic"], obs)
-
-    def log_prob_entropy(self, params, obs, action):
-        out = self.actor.apply(params["actor"], obs)
-        if self.discrete:
-            return categorical_log_prob(out, action), categorical_entropy(out)
-        mean, log_std = out
-        # For tanh_gaussian the squashing Jacobian depends only on the stored
-        # pre-squash sample, so it cancels in the ratio and is left out.
-        return gaussian_log_prob(mean, log_std, action), gaussian_entropy(log_std)
-
-    def sample(self, params, obs, key):
-        """Returns ``(stored_action, env_action, log_prob)``."""
-        out = self.actor.apply(params["actor"], obs)
-        if self.discrete:
-            action = jax.random.categorical(key, out)
-            return action, action, categorical_log_prob(out, action)
-        mean, log_std = out
-        sample = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-        low, high = self.action_space.low, self.action_space.high
-        if self.distribution == "tanh_gaussian":
-            env_action = low + (jnp.tanh(sample) + 1.0) * 0.5 * (high - low)
-        else:
-            env_action = jnp.clip(sample, low, high)
-        return sample, env_action, gaussian_log_prob(mean, log_std, sample)
-
-
 def ppo_loss(
     params,
     batch: Batch,
     *,
     policy: Policy,
-    drift_apply: Callable,
-    drift_params,
+    drift_fn: Callable,
     hparams: HParams,
     progress: jax.Array,
     normalize_advantages: bool,
 ):
-    """``L = L_π + c_v · L_V − c_H · mean(entropy)``, with ``L_π`` from :func:`losses.drift_policy_loss`."""
+    """``L = L_π + c_v · L_V − c_H · mean(entropy)``, with ``L_π`` from :func:`losses.drift_policy_loss`.
+
+    ``drift_fn(ratio, advantage, progress)`` is the drift with its parameters bound.
+    """
     log_prob, entropy = policy.log_prob_entropy(params, batch.obs, batch.action)
     advantage = losses.normalize_advantages(batch.advantage) if normalize_advantages else batch.advantage
-    policy_loss, aux = losses.drift_policy_loss(drift_apply, drift_params, log_prob, batch.log_prob, advantage, progress)
+    policy_loss, aux = losses.drift_policy_loss(drift_fn, log_prob, batch.log_prob, advantage, progress)
     value_loss = losses.value_loss(policy.value(params, batch.obs), batch.target)
     entropy = entropy.mean()
     total = policy_loss + hparams.vf_coef * value_loss - hparams.ent_coef * entropy
@@ -158,8 +108,7 @@ def sgd_epochs(
     config: PPOConfig,
     policy: Policy,
     optimizer: optax.GradientTransformation,
-    drift_apply: Callable,
-    drift_params,
+    drift_fn: Callable,
     hparams: HParams,
     learning_rate: jax.Array,
     progress: jax.Array,
@@ -174,8 +123,7 @@ def sgd_epochs(
     loss_fn = functools.partial(
         ppo_loss,
         policy=policy,
-        drift_apply=drift_apply,
-        drift_params=drift_params,
+        drift_fn=drift_fn,
         hparams=hparams,
         progress=progress,
         normalize_advantages=config.normalize_advantages,
@@ -200,6 +148,57 @@ def sgd_epochs(
     return params, opt_state, aux
 
 
+def unroll_values(
+    policy: Policy,
+    params,
+    norm_obs: jax.Array,
+    traj: Transition,
+    normalize_fn: Callable[[jax.Array], jax.Array],
+    truncation_rows: int | None,
+) -> tuple[jax.Array, jax.Array]:
+    """``V(s_t)`` and ``V(s'_t)`` for one unroll, ``[T, N]`` each.
+
+    ``norm_obs`` is ``[T, N, *obs]`` (already normalised); ``s'_t`` is
+    ``traj.final_obs[t]``, the observation that followed step ``t`` before any
+    reset, put through ``normalize_fn``. The policy and normaliser are frozen
+    during an unroll, so every value comes from one batched critic pass.
+
+    ``s'_t = s_{t+1}`` unless the episode ended at ``t``, and a terminated
+    step's bootstrap is multiplied by 0, so only the last step and the
+    *truncated* steps need rows of their own. ``truncation_rows`` bounds the
+    truncated steps per env among the first ``T−1`` (``ceil((T−1)/L)`` for an
+    env with time limit ``L``); ``None`` sends every ``final_obs`` through the
+    critic. On terminated steps (``t < T−1``) the second output is then
+    ``V(s_{t+1})``, which GAE multiplies by 0.
+    """
+    steps, num_envs = norm_obs.shape[:2]
+    obs_shape = norm_obs.shape[2:]
+    flat_obs = norm_obs.reshape((steps * num_envs,) + obs_shape)
+    if truncation_rows is None:
+        rows = jnp.concatenate([flat_obs, normalize_fn(traj.final_obs).reshape(flat_obs.shape)])
+        out = policy.value(params, rows)
+        return out[: steps * num_envs].reshape(steps, num_envs), out[steps * num_envs :].reshape(steps, num_envs)
+    extra = truncation_rows * num_envs
+    truncated = jnp.logical_and(traj.done[:-1], jnp.logical_not(traj.terminated[:-1])).reshape(-1)
+    # Out-of-range fill: padded slots gather a clipped row and are dropped by the scatter below.
+    index = jnp.nonzero(truncated, size=extra, fill_value=truncated.shape[0])[0]
+    truncated_obs = jnp.take(traj.final_obs[:-1].reshape((-1,) + obs_shape), index, axis=0, mode="clip")
+    rows = jnp.concatenate([flat_obs, normalize_fn(traj.final_obs[-1]), normalize_fn(truncated_obs)])
+    out = policy.value(params, rows)
+    values = out[: steps * num_envs].reshape(steps, num_envs)
+    last = out[steps * num_envs : (steps + 1) * num_envs]
+    inner = values[1:].reshape(-1).at[index].set(out[(steps + 1) * num_envs :], mode="drop")
+    return values, jnp.concatenate([inner.reshape(steps - 1, num_envs), last[None]])
+
+
+def progress_interval(config: PPOConfig) -> int:
+    """Updates between two progress callbacks: about 100 per run, at least :data:`PROGRESS_MIN_STEPS` env steps apart.
+
+    Each callback stalls the compiled loop for a host round trip (see docs/PERFORMANCE.md).
+    """
+    return max(1, config.num_updates // 100, -(-PROGRESS_MIN_STEPS // config.batch_size))
+
+
 def make_train(
     config: PPOConfig,
     env: Environment,
@@ -213,71 +212,42 @@ def make_train(
     array: ``episode_return`` is the mean undiscounted return of the episodes
     that ended during that update (NaN if none did) and ``episodes`` their
     count; losses and diagnostics are averaged over the update's minibatches.
+    ``hparams=None`` uses the config's values.
 
     ``progress_callback(update_index)``, if given, is called from inside the
-    compiled loop (``jax.debug.callback``) every ``progress_every`` updates; it
-    is the only host interaction, and it is off by default. The default
-    interval is ``num_updates // 100`` updates but never fewer than
-    :data:`PROGRESS_MIN_STEPS` env steps: each call stalls the loop for a
-    host round trip (0.1-2.5 ms on a 2-core CPU), which cost 11-29 % of a
-    CartPole learner's throughput when it came every 2 updates of 512 steps.
+    compiled loop (``jax.debug.callback``) every ``progress_every`` updates
+    (default :func:`progress_interval`) and after the last; it is the only
+    host interaction, and it is off by default.
     """
     config.validate()
     policy = Policy(config, env)
     num_updates = config.num_updates
     env_params = env.default_params
-    every = progress_every or max(1, num_updates // 100, -(-PROGRESS_MIN_STEPS // config.batch_size))
-    # Truncated steps per env per unroll (besides the last step), if the env declares its time limit.
-    time_limit = getattr(env, "time_limit", None)
+    every = progress_every or progress_interval(config)
+    time_limit = getattr(env, "time_limit", None)  # lets unroll_values bound its truncation rows statically
     truncation_rows = None if time_limit is None else -(-(config.num_steps - 1) // int(time_limit))
+    vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
+    vmapped_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def train(key: jax.Array, drift_params, hparams: HParams | None = None):
         hparams = HParams.from_config(config) if hparams is None else hparams
+        drift_fn = functools.partial(drift.apply, drift_params)
         optimizer = make_optimizer(config, hparams)
-        key, key_params, key_reset = jax.random.split(key, 3)
-        params = policy.init(key_params)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, config.num_envs), env_params)
-        state = TrainState(params, optimizer.init(params), RunningStats.create(tuple(env.observation_shape)), env_state, obs, key)
 
-        def unroll_values(params, norm_obs, traj, maybe_norm):
-            """``V(s_t)`` and ``V(s'_t)`` (``s'_t`` = ``final_obs[t]``, the observation before any reset) for one unroll.
+        def init_state(key):
+            key, key_params, key_reset = jax.random.split(key, 3)
+            params = policy.init(key_params)
+            obs, env_state = vmapped_reset(jax.random.split(key_reset, config.num_envs), env_params)
+            obs_stats = RunningStats.create(tuple(env.observation_shape))
+            return TrainState(params, optimizer.init(params), obs_stats, env_state, obs, key)
 
-            The policy and normaliser are frozen during an unroll, so both come
-            from one batched critic pass after it (not one small pass per step).
-            ``s'_t = s_{t+1}`` unless the episode ended at ``t``; a terminated
-            step's bootstrap is multiplied by 0, so only the last step and the
-            *truncated* steps need extra rows. With a known time limit ``L`` an
-            env truncates at most ``ceil((T-1)/L)`` times in the first ``T-1``
-            steps, which bounds those rows statically; otherwise every
-            ``final_obs`` goes through the critic (the general fallback).
-            """
-            steps, num_envs = norm_obs.shape[:2]
-            obs_shape = norm_obs.shape[2:]
-            flat_obs = norm_obs.reshape((steps * num_envs,) + obs_shape)
-            if truncation_rows is None:
-                rows = jnp.concatenate([flat_obs, maybe_norm(traj.final_obs).reshape(flat_obs.shape)])
-                out = policy.value(params, rows)
-                return out[: steps * num_envs].reshape(steps, num_envs), out[steps * num_envs :].reshape(steps, num_envs)
-            extra = truncation_rows * num_envs
-            truncated = jnp.logical_and(traj.done[:-1], jnp.logical_not(traj.terminated[:-1])).reshape(-1)
-            # Out-of-range fill: padded slots gather a clipped row and are dropped by the scatter below.
-            index = jnp.nonzero(truncated, size=extra, fill_value=truncated.shape[0])[0]
-            truncated_obs = jnp.take(traj.final_obs[:-1].reshape((-1,) + obs_shape), index, axis=0, mode="clip")
-            rows = jnp.concatenate([flat_obs, maybe_norm(traj.final_obs[-1]), maybe_norm(truncated_obs)])
-            out = policy.value(params, rows)
-            values = out[: steps * num_envs].reshape(steps, num_envs)
-            last = out[steps * num_envs : (steps + 1) * num_envs]
-            inner = values[1:].reshape(-1).at[index].set(out[(steps + 1) * num_envs :], mode="drop")
-            return values, jnp.concatenate([inner.reshape(steps - 1, num_envs), last[None]])
-
-        def env_step(carry, _):
-            state, obs_stats, params = carry
+        def env_step(state: TrainState, _):
+            """One step of every env with the (frozen) policy; returns the transition."""
             key, key_action, key_step = jax.random.split(state.key, 3)
-            norm_obs = normalize(obs_stats, state.obs) if config.normalize_obs else state.obs
-            action, env_action, log_prob = policy.sample(params, norm_obs, key_action)
-            step_keys = jax.random.split(key_step, config.num_envs)
-            next_obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                step_keys, state.env_state, env_action, env_params
+            norm_obs = normalize(state.obs_stats, state.obs) if config.normalize_obs else state.obs
+            action, env_action, log_prob = policy.sample(state.params, norm_obs, key_action)
+            next_obs, env_state, reward, terminated, truncated, info = vmapped_step(
+                jax.random.split(key_step, config.num_envs), state.env_state, env_action, env_params
             )
             transition = Transition(
                 obs=state.obs,
@@ -290,14 +260,14 @@ def make_train(
                 episode_return=info["episode_return"],
                 episode_length=info["episode_length"],
             )
-            state = state.replace(env_state=env_state, obs=next_obs, key=key)
-            return (state, obs_stats, params), transition
+            return state.replace(env_state=env_state, obs=next_obs, key=key), transition
 
-        def collect_unroll(state, _):
-            (state, _, _), traj = jax.lax.scan(env_step, (state, state.obs_stats, state.params), None, config.num_steps)
-            maybe_norm = functools.partial(normalize, state.obs_stats) if config.normalize_obs else (lambda x: x)
-            norm_obs = maybe_norm(traj.obs)
-            values, next_values = unroll_values(state.params, norm_obs, traj, maybe_norm)
+        def collect_unroll(state: TrainState, _):
+            """``num_steps`` env steps, then values and GAE for them: one unroll's slice of the batch."""
+            state, traj = jax.lax.scan(env_step, state, None, config.num_steps)
+            normalize_fn = functools.partial(normalize, state.obs_stats) if config.normalize_obs else (lambda x: x)
+            norm_obs = normalize_fn(traj.obs)
+            values, next_values = unroll_values(policy, state.params, norm_obs, traj, normalize_fn, truncation_rows)
             advantages, targets = losses.compute_gae(
                 traj.reward, values, next_values, traj.terminated, traj.done, hparams.gamma, hparams.gae_lambda
             )
@@ -306,6 +276,7 @@ def make_train(
             return state, (batch, episode_stats, traj.obs)
 
         def update_step(state: TrainState, update_index):
+            """Collect a batch, run the SGD epochs on it, update the normaliser; per-update metrics out."""
             state, (batch, (return_sum, episodes), raw_obs) = jax.lax.scan(
                 collect_unroll, state, None, config.rollouts_per_update
             )
@@ -315,8 +286,8 @@ def make_train(
             key, key_epochs = jax.random.split(state.key)
             params, opt_state, aux = sgd_epochs(
                 state.params, state.opt_state, batch, key_epochs,
-                config=config, policy=policy, optimizer=optimizer, drift_apply=drift.apply,
-                drift_params=drift_params, hparams=hparams, learning_rate=lr, progress=progress,
+                config=config, policy=policy, optimizer=optimizer, drift_fn=drift_fn,
+                hparams=hparams, learning_rate=lr, progress=progress,
             )
             obs_stats = update_stats(state.obs_stats, raw_obs) if config.normalize_obs else state.obs_stats
             state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
@@ -333,8 +304,7 @@ def make_train(
                 )
             return state, metrics
 
-        state, metrics = jax.lax.scan(update_step, state, jnp.arange(num_updates))
-        return state, metrics
+        return jax.lax.scan(update_step, init_state(key), jnp.arange(num_updates))
 
     return train
 
