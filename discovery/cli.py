@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # XLA:CPU runs LAPACK (the QR of orthogonal initialisation) on its own worker threads; a
-    # multi-threaded OpenBLAS inside them oversubscribes the cores: a 256-wide critic's init took
-    # 4 s instead of 14 ms on 2 cores (docs/PERFORMANCE.md). Read when OpenBLAS loads, i.e. here,
-    # before numpy/scipy are imported.
+    # multi-threaded OpenBLAS inside them oversubscribes the cores (docs/PERFORMANCE.md). Read when
+    # OpenBLAS loads, i.e. here, before numpy/scipy are imported.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

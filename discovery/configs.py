@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+import drift_functions
 import envs
 from discovery.errors import UserError
 from rl_algos.ppo import PPOConfig
@@ -53,9 +54,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Convert ``value`` (from YAML or a command-line string) to ``annotation``."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"tuple": tuple})  # dataclass string annotations
+    """Convert ``value`` (from YAML or a command-line string) to ``annotation`` (a resolved type, see :func:`field_types`)."""
     origin = typing.get_origin(annotation)
     try:
         if origin in (typing.Union, types.UnionType):
@@ -112,7 +111,7 @@ def replace_fields(instance, values: dict[str, Any], context: str):
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, str]:
-    """``['--num-envs', '8', '--gamma=0.9']`` → ``{'num_envs': '8', 'gamma': '0.9'}``."""
+    """``['--num-envs', '8', '--es.sigma=0.1']`` → ``{'num_envs': '8', 'es.sigma': '0.1'}``."""
     overrides: dict[str, str] = {}
     index = 0
     while index < len(tokens):
@@ -128,6 +127,65 @@ def parse_overrides(tokens: list[str]) -> dict[str, str]:
         overrides[key.replace("-", "_")] = value
         index += 1
     return overrides
+
+
+# ---- the override router ------------------------------------------------------------
+
+# What each target of an override is, for messages.
+TARGETS = {
+    "ppo": "the PPO learner",
+    "env": "the Brax environment",
+    "drift": "the drift",
+    "es": "the evolution strategy",
+    "meta": "the meta-training run",
+}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def route_overrides(overrides: dict[str, Any], targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Send every ``key: value`` to the one target that has a field ``key``, coerced to that field's type.
+
+    ``targets`` maps target names (:data:`TARGETS`) to ``{field: type}``.
+    ``target.field`` names the target explicitly (``es.learning_rate``); a
+    bare key that more than one target has is refused, never guessed.
+    Returns ``{target: {field: value}}`` with every target present.
+    """
+    routed: dict[str, dict[str, Any]] = {name: {} for name in targets}
+    for key, value in overrides.items():
+        prefix, dot, field = key.partition(".")
+        if dot and prefix in targets:
+            if field not in targets[prefix]:
+                raise UserError(f"unknown {prefix} field {field!r} in {_flag(key)}; valid {prefix} fields: {', '.join(targets[prefix])}")
+            owners = [prefix]
+        else:
+            field = key
+            owners = [name for name, fields in targets.items() if key in fields]
+            if not owners:
+                valid = "; ".join(f"{name}: {', '.join(fields)}" for name, fields in targets.items() if fields)
+                raise UserError(f"unknown option {_flag(key)}; valid options ({valid})")
+            if len(owners) > 1:
+                meanings = " or ".join(f"{name}.{key} ({TARGETS.get(name, name)})" for name in owners)
+                spelled = " or ".join(_flag(f"{name}.{key}") for name in owners)
+                raise UserError(f"{_flag(key)} is ambiguous: {meanings}; write {spelled}")
+        routed[owners[0]][field] = coerce(value, targets[owners[0]][field], key)
+    return routed
+
+
+def train_targets() -> dict[str, dict[str, Any]]:
+    """Override targets of one training run: PPO fields and Brax env options."""
+    return {"ppo": field_types(PPOConfig), "env": dict(BRAX_ENV_OPTIONS)}
+
+
+def drift_option_types(name: str) -> dict[str, Any]:
+    """``{option: type}`` of a drift family's factory (its keyword arguments)."""
+    try:
+        factory = drift_functions.factory(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return {k: v for k, v in typing.get_type_hints(factory).items() if k != "return"}
 
 
 # ---- per-environment training configs -----------------------------------------
@@ -161,7 +219,7 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
     """Resolve the settings for ``env_name``; returns ``(spec, used_family_default)``.
 
     ``overrides`` may name any :class:`PPOConfig` field or, for Brax, an env
-    option (``backend``, ``episode_length``, ``action_repeat``).
+    option (``backend``, ``episode_length``, ``action_repeat``); see :func:`route_overrides`.
     """
     try:
         envs.check(env_name)
@@ -175,13 +233,9 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
     unknown = sorted(set(data) - {"env", "env_options", "ppo"})
     if unknown:
         raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: env, env_options, ppo")
-    env_options = dict(data.get("env_options") or {})
-    ppo_values = dict(data.get("ppo") or {})
-    for key, value in (overrides or {}).items():
-        if key in BRAX_ENV_OPTIONS:
-            env_options[key] = value
-        else:
-            ppo_values[key] = value
+    routed = route_overrides(overrides or {}, train_targets())
+    env_options = {**(data.get("env_options") or {}), **routed["env"]}
+    ppo_values = {**(data.get("ppo") or {}), **routed["ppo"]}
     if env_options and envs.family_of(env_name) != "brax":
         raise UserError(f"env options {', '.join(sorted(env_options))} only apply to Brax environments, not {env_name}")
     env_options = {k: coerce(v, BRAX_ENV_OPTIONS[k], k) if k in BRAX_ENV_OPTIONS else v for k, v in env_options.items()}

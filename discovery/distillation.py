@@ -34,7 +34,7 @@ import optax
 import drift_functions
 from discovery.configs import TrainSpec
 from discovery.drifts import ResolvedDrift
-from drift_functions.polynomial import NUM_TERMS
+from drift_functions.polynomial import NUM_TERMS, poly_terms
 from rl_algos.ppo import make_train
 
 RATIO_RANGE = (0.05, 3.0)
@@ -178,8 +178,6 @@ def _poly_to_params(z):
 
 def _poly_scales(samples: "Samples") -> np.ndarray:
     """1 / weighted RMS of each polynomial term on the samples: a coefficient step of 1 moves the fit by O(1)."""
-    from drift_functions.polynomial import poly_terms
-
     terms = np.asarray(poly_terms(jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)), np.float64)
     weight = samples.weight / samples.weight.sum()
     rms = np.sqrt(np.sum(weight[:, None] * terms**2, axis=0)) + 1e-8

@@ -18,8 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from discovery.distillation import ADVANTAGE_RANGE, RATIO_RANGE
+from matplotlib.colors import Normalize, TwoSlopeNorm
+
+from discovery.distillation import ADVANTAGE_RANGE, RATIO_RANGE, depends_on_progress
 from discovery.drifts import ResolvedDrift, resolve_drift
+from discovery.plots import plt, save_figure  # pyplot on the headless backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +53,6 @@ def reference_panels() -> list[Panel]:
 
 def panels_for(resolved: ResolvedDrift, label: str | None = None, progress_values=(0.0, 0.5, 1.0)) -> list[Panel]:
     """One panel, or one per progress value when the drift depends on training progress (TA-LPO)."""
-    from discovery.distillation import depends_on_progress
-
     label = label or resolved.label
     if depends_on_progress(resolved):
         return [Panel(f"{label} (p={p:g})", resolved, float(p)) for p in progress_values]
@@ -61,11 +62,6 @@ def panels_for(resolved: ResolvedDrift, label: str | None = None, progress_value
 def plot_drift_panels(panels: list[Panel], path: str | Path, title: str | None = None, num_ratio: int = 150,
                       num_advantage: int = 121, percentile: float = 99.0) -> Path:
     """Draw ``panels`` (module docstring) and write a PNG to ``path``."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize, TwoSlopeNorm
-
-    from discovery.plots import save_figure
-
     ratios = np.linspace(*RATIO_RANGE, num_ratio)
     advantages = np.linspace(*ADVANTAGE_RANGE, num_advantage)
     grid_r, grid_a = np.meshgrid(ratios, advantages)  # rows: advantage (y), columns: ratio (x)

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 
 import drift_functions
+from discovery.artifacts import ARTIFACT_SUFFIX, ArtifactError, load_artifact
 from discovery.errors import UserError
 
 
@@ -29,11 +30,11 @@ def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
     text = text.strip()
     if not text:
         raise UserError("empty drift name; valid drifts: " + ", ".join(drift_functions.registered()))
-    looks_like_path = text.endswith(drift_functions.artifact.ARTIFACT_SUFFIX) or "/" in text or Path(text).exists()
+    looks_like_path = text.endswith(ARTIFACT_SUFFIX) or "/" in text or Path(text).exists()
     if looks_like_path:
         try:
-            drift, params, metadata = drift_functions.load_artifact(text)
-        except drift_functions.ArtifactError as error:
+            drift, params, metadata = load_artifact(text)
+        except ArtifactError as error:
             raise UserError(str(error)) from None
         label = metadata.get("label") or Path(text).stem
         if label in ("drift", "best_drift") and Path(text).parent.name:

@@ -12,7 +12,6 @@ replays exactly the generations an uninterrupted one would have run.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
@@ -25,11 +24,13 @@ import numpy as np
 import drift_functions
 import meta
 from discovery import configs
+from discovery.artifacts import save_artifact
 from discovery.configs import TrainSpec
-from discovery.drifts import ResolvedDrift
+from discovery.drifts import resolve_drift
 from discovery.errors import UserError
-from discovery.outputs import atomic_write_bytes, atomic_write_text
-from rl_algos.ppo import final_return, make_train
+from discovery.outputs import atomic_write_text, read_npz, write_npz
+from discovery.training import run_seeds
+from rl_algos.ppo import SEEDS, make_train_batch
 
 LEARNED_FAMILIES = ("lpo", "ta_lpo")
 CHECKPOINT_PREFIX = "gen_"
@@ -85,8 +86,14 @@ class MetaConfig:
         return self.normalize == "ppo" or (self.normalize == "auto" and len(self.tasks) > 1)
 
 
-_TOP_LEVEL = {f.name for f in dataclasses.fields(MetaConfig)} - {"tasks", "es", "drift_options"}
-_ES_FIELDS = {f.name for f in dataclasses.fields(meta.ESConfig)}
+_SECTIONS = ("tasks", "es", "drift_options")  # meta YAML keys that are not plain MetaConfig values
+
+
+def meta_targets(drift: str) -> dict[str, dict]:
+    """Override targets of ``meta-train``: meta fields, ES fields, ``drift.<option>``, and per-task PPO / Brax env options."""
+    meta_fields = {k: v for k, v in configs.field_types(MetaConfig).items() if k not in _SECTIONS}
+    return {"meta": meta_fields, "es": configs.field_types(meta.ESConfig), "drift": configs.drift_option_types(drift),
+            **configs.train_targets()}
 
 
 def load_meta_config(path: str | None, overrides: dict[str, Any]) -> MetaConfig:
@@ -97,27 +104,26 @@ def load_meta_config(path: str | None, overrides: dict[str, Any]) -> MetaConfig:
 def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "config") -> MetaConfig:
     """Build a :class:`MetaConfig` from a YAML mapping and overrides.
 
-    Override keys: any top-level field (``generations``, ``seeds``, ...), any
-    ES field (``population_size``, ``sigma``, ...; also as ``es.<field>``), any
-    ``drift_options`` entry as ``drift.<option>``, and anything else is applied
-    to every task (PPO fields like ``total_timesteps``, Brax env options).
+    Overrides are routed by :func:`discovery.configs.route_overrides` over
+    :func:`meta_targets`: top-level fields (``generations``, ``seeds``, ...),
+    ES fields (``population_size``, ``sigma``, ...), ``drift.<option>``, and
+    PPO fields / Brax env options applied to every task. ``learning_rate``
+    names both an ES and a PPO field: write ``es.learning_rate`` or ``ppo.learning_rate``.
     """
-    unknown = sorted(set(data) - _TOP_LEVEL - {"tasks", "es", "drift_options"})
+    top_level = {f.name for f in dataclasses.fields(MetaConfig)} - set(_SECTIONS)
+    unknown = sorted(set(data) - top_level - set(_SECTIONS))
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(_TOP_LEVEL | {'tasks', 'es', 'drift_options'}))}")
-    top = {k: v for k, v in data.items() if k in _TOP_LEVEL}
-    es_values = dict(data.get("es") or {})
-    drift_options = dict(data.get("drift_options") or MetaConfig().drift_options)
-    task_overrides: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key.startswith("es.") or (key in _ES_FIELDS and key not in _TOP_LEVEL):
-            es_values[key.removeprefix("es.")] = value
-        elif key.startswith("drift."):
-            drift_options[key.removeprefix("drift.")] = value
-        elif key in _TOP_LEVEL:
-            top[key] = value
-        else:
-            task_overrides[key] = value
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(top_level | set(_SECTIONS)))}")
+    drift_name = str(overrides.get("drift", overrides.get("meta.drift", data.get("drift", MetaConfig.drift))))
+    if drift_name not in LEARNED_FAMILIES:
+        raise UserError(f"meta-training learns a network drift; --drift must be one of {', '.join(LEARNED_FAMILIES)}, got {drift_name!r}")
+    targets = meta_targets(drift_name)
+    routed = configs.route_overrides(overrides, targets)
+    top = {k: v for k, v in data.items() if k in top_level} | routed["meta"]
+    es_values = dict(data.get("es") or {}) | routed["es"]
+    yaml_options = data.get("drift_options") or MetaConfig().drift_options
+    drift_options = configs.route_overrides({f"drift.{k}": v for k, v in yaml_options.items()}, targets)["drift"] | routed["drift"]
+    task_overrides = routed["ppo"] | routed["env"]
     raw_tasks = data.get("tasks") or [{"env": "CartPole-v1"}]
     if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) and "env" in t for t in raw_tasks):
         raise UserError(f"'tasks' in {path} must be a list of mappings with an 'env' key")
@@ -125,16 +131,9 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
     base = MetaConfig(drift_options=drift_options, tasks=tasks)
     config = configs.replace_fields(base, top, "meta config")
     try:
-        es_types = configs.field_types(meta.ESConfig)
-        bad = sorted(set(es_values) - set(es_types))
-        if bad:
-            raise UserError(f"unknown es field(s) {', '.join(bad)}; valid fields: {', '.join(es_types)}")
-        es = meta.ESConfig(**{k: configs.coerce(v, es_types[k], k) for k, v in es_values.items()})
+        config = dataclasses.replace(config, es=configs.replace_fields(meta.ESConfig(), es_values, "es"))
     except ValueError as error:
         raise UserError(str(error)) from None
-    config = dataclasses.replace(config, es=es)
-    if config.drift not in LEARNED_FAMILIES:
-        raise UserError(f"meta-training learns a network drift; --drift must be one of {', '.join(LEARNED_FAMILIES)}, got {config.drift!r}")
     if config.normalize not in ("auto", "ppo", "none"):
         raise UserError(f"normalize must be auto, ppo or none, got {config.normalize!r}")
     for name in ("generations", "seeds", "checkpoint_every"):
@@ -162,30 +161,28 @@ def task_specs(config: MetaConfig) -> list[TrainSpec]:
 def make_fitness_fn(specs: list[TrainSpec], drift, num_seeds: int, references: np.ndarray | None) -> Callable:
     """``fitness(key, drift_params) -> ()``: mean over tasks of (final return / reference).
 
-    Each task trains ``num_seeds`` learners (keys split from ``key``) in one vmap.
+    Each task trains ``num_seeds`` learners (keys split from ``fold_in(key, task)``)
+    as one :func:`rl_algos.ppo.make_train_batch` batch.
     """
-    trains = [(jax.vmap(make_train(spec.ppo, spec.make_env(), drift), in_axes=(0, None)), spec.ppo.final_return_window) for spec in specs]
+    batches = [make_train_batch(spec.ppo, spec.make_env(), drift, SEEDS) for spec in specs]
     scale = None if references is None else jnp.asarray(references, jnp.float32)
 
     def fitness(key, drift_params):
         scores = []
-        for index, (train, window) in enumerate(trains):
+        for index, train_batch in enumerate(batches):
             keys = jax.random.split(jax.random.fold_in(key, index), num_seeds)
-            _, metrics = train(keys, drift_params)
-            score = jnp.mean(final_return(metrics, window))
+            score = jnp.mean(train_batch(keys, drift_params).final_returns)
             scores.append(score if scale is None else score / scale[index])
         return jnp.mean(jnp.stack(scores))
 
     return fitness
 
 
-def reference_returns(specs: list[TrainSpec], num_seeds: int, seed: int, run_seeds_fn) -> np.ndarray:
+def reference_returns(specs: list[TrainSpec], num_seeds: int, seed: int) -> np.ndarray:
     """PPO-clip's mean final return on each task (the multi-task normaliser)."""
-    from discovery.drifts import resolve_drift
-
     values = []
     for spec in specs:
-        result = run_seeds_fn(spec, resolve_drift("ppo_clip"), num_seeds, seed=seed, description=f"reference PPO on {spec.env}")
+        result = run_seeds(spec, resolve_drift("ppo_clip"), num_seeds, seed=seed, description=f"reference PPO on {spec.env}")
         value = float(np.nanmean(result.final_returns))
         if not np.isfinite(value) or abs(value) < 1e-8:
             raise UserError(f"PPO's reference return on {spec.env} is {value}; cannot normalise by it (set normalize: none)")
@@ -213,10 +210,7 @@ def save_checkpoint(out: Path, checkpoint: Checkpoint) -> Path:
     arrays = {f"es/{k}": v for k, v in meta.state_to_arrays(checkpoint.es_state).items()}
     header = {"generation": checkpoint.generation, "config": checkpoint.config,
               "references": None if checkpoint.references is None else np.asarray(checkpoint.references).tolist()}
-    arrays["__header__"] = np.asarray(json.dumps(header))
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path = atomic_write_bytes(checkpoint_path(out, checkpoint.generation), buffer.getvalue())
+    path = write_npz(checkpoint_path(out, checkpoint.generation), arrays, header)
     for old in sorted((out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.npz"))[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path
@@ -230,10 +224,10 @@ def latest_checkpoint_file(out: Path) -> Path | None:
 def load_checkpoint(path: Path, strategy: meta.Strategy) -> Checkpoint:
     """Read a checkpoint; any damage is a one-line :class:`UserError` (the file is left as is)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["__header__"]))
-            arrays = {k[3:]: np.asarray(data[k]) for k in data.files if k.startswith("es/")}
-        state = meta.state_from_arrays(strategy, arrays)
+        header, arrays = read_npz(path)
+        if header is None:
+            raise KeyError("no __header__")
+        state = meta.state_from_arrays(strategy, {k[3:]: v for k, v in arrays.items() if k.startswith("es/")})
     except Exception as error:
         raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
     references = header.get("references")
@@ -249,8 +243,8 @@ def save_drift_artifacts(out: Path, drift, strategy: meta.Strategy, state, gener
     mean = jax.tree.map(np.asarray, strategy.mean(state))
     best, best_value = strategy.best(state)
     common = {"generation": generation, "es_algorithm": strategy.config.algorithm, "envs": envs}
-    drift_functions.save_artifact(out / "drift.npz", drift, mean, {"label": f"{drift.name}-mean", **common})
-    drift_functions.save_artifact(out / "best_drift.npz", drift, jax.tree.map(np.asarray, best),
+    save_artifact(out / "drift.npz", drift, mean, {"label": f"{drift.name}-mean", **common})
+    save_artifact(out / "best_drift.npz", drift, jax.tree.map(np.asarray, best),
                                   {"label": f"{drift.name}-best", "fitness": float(best_value), **common})
 
 

@@ -1,4 +1,9 @@
-"""Run directories and atomic file writes: a crash never leaves a half-written result."""
+"""Run directories, atomic file writes and the one ``.npz``-with-JSON-header format.
+
+A crash never leaves a half-written result: every file is written beside its
+destination and renamed over it. Drift artifacts, meta-training checkpoints
+and evaluation cells are all :func:`write_npz` files.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+import jax
 import numpy as np
 
 from discovery.errors import UserError
@@ -36,6 +43,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+HEADER_KEY = "__header__"
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any], header: dict | None = None, *,
+              header_key: str = HEADER_KEY, compressed: bool = False) -> Path:
+    """Atomically write ``arrays`` as one ``.npz``, with ``header`` as a JSON string under ``header_key``."""
+    arrays = dict(arrays)
+    if header is not None:
+        arrays[header_key] = np.asarray(json.dumps(header))
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_npz(path: str | os.PathLike, *, header_key: str = HEADER_KEY) -> tuple[dict | None, dict[str, np.ndarray]]:
+    """``(header or None, arrays)`` of a :func:`write_npz` file; damage raises what numpy or json raise."""
+    with np.load(path, allow_pickle=False) as data:
+        header = json.loads(str(data[header_key])) if header_key in data.files else None
+        arrays = {k: np.asarray(data[k]) for k in data.files if k != header_key}
+    return header, arrays
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -82,25 +111,31 @@ def atomic_write_csv(path: str | os.PathLike, header: list[str], rows: Iterable[
     return atomic_write_text(path, buffer.getvalue())
 
 
-def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+def slug(text: str) -> str:
+    """A file-name-safe version of a label (``dpo:alpha=1.5`` -> ``dpo_alpha=1.5``)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "drift"
+
+
+def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False, resume_marker: str | None = None) -> Path:
     """Create ``out`` for a new run; refuse to reuse a non-empty directory unless asked.
 
-    ``resume`` accepts an existing directory as is (its finished parts are kept);
-    ``overwrite`` accepts it and lets the run replace files in it.
+    ``overwrite`` accepts it and lets the run replace files in it. A directory
+    holding ``resume_marker`` (a file name) is a run of the same kind and is
+    accepted as is, to be resumed.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
-        raise UserError(f"output directory {out} already exists and is not empty; choose another --out or pass --overwrite")
+    resumable = resume_marker is not None and (out / resume_marker).is_file()
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resumable):
+        why = f"is not empty and holds no {Path(resume_marker).stem} ({resume_marker})" if resume_marker else "already exists and is not empty"
+        raise UserError(f"output directory {out} {why}; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def environment_info() -> dict[str, Any]:
     """Versions, device and command line, recorded beside every result."""
-    import jax
-
     versions = {}
     for package in TRACKED_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import drift_functions
 from discovery import configs
 from discovery.drifts import ResolvedDrift, resolve_drift, split_drift_list
 from discovery.errors import UserError
-from discovery.progress import TrainingProgress, status
-from discovery.training import seed_keys
-from rl_algos.ppo import HParams, final_return, make_train
+from discovery.plots import plt, save_figure  # pyplot on the headless backend
+from discovery.stats import score_summary
+from discovery.training import TrainingResult, run_batch, seed_keys
+from rl_algos.ppo import POINTS, HParams
 
 DRIFT_AXIS = "drift"
 # keys of a W&B sweep's parameters that steer the command, not the training
@@ -67,15 +68,6 @@ class SweepPlan:
     @property
     def drift(self):
         return self.drifts[0].drift
-
-
-@dataclasses.dataclass
-class SweepResult:
-    metrics: dict[str, np.ndarray]  # name -> [points, seeds, updates]
-    final_returns: np.ndarray  # [points, seeds]
-    env_steps: np.ndarray  # [updates]
-    compile_seconds: float
-    run_seconds: float
 
 
 def normalise_name(name: str) -> str:
@@ -169,10 +161,10 @@ def build_plan(env: str, drift_text: str, definition: SweepDefinition, overrides
     hparam_names = set(HParams.names())
 
     # fixed values: drift parameters go to the drift, the rest to the train config
-    fixed = definition.fixed | overrides
-    fixed_drift = {k: _as_float(k, v) for k, v in fixed.items() if k in drift_param_names}
-    train_overrides = {k: v for k, v in fixed.items() if k not in drift_param_names and k not in CLI_KEYS}
-    spec, fallback = configs.load_train_spec(env, train_overrides)
+    fixed = {k: v for k, v in (definition.fixed | overrides).items() if k not in CLI_KEYS}
+    routed = configs.route_overrides(fixed, {"drift": dict.fromkeys(sorted(drift_param_names), float), **configs.train_targets()})
+    fixed_drift = routed["drift"]
+    spec, fallback = configs.load_train_spec(env, routed["ppo"] | routed["env"])
 
     axes: dict[str, list[Any]] = {}
     for name, values in definition.axes.items():
@@ -225,8 +217,6 @@ def build_plan(env: str, drift_text: str, definition: SweepDefinition, overrides
 
 def _validate_drift_params(resolved: ResolvedDrift, updates: dict[str, float]) -> None:
     """Build the family with the new values as options, so its own checks (α > 0, ε > 0) apply."""
-    import drift_functions
-
     options = {k: v for k, v in updates.items() if k in resolved.drift.options}
     if options:
         try:
@@ -239,45 +229,28 @@ def stack(trees: list[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf, jnp.float32) for leaf in leaves]), *trees)
 
 
-def run_sweep(plan: SweepPlan, show_progress: bool = True) -> SweepResult:
-    """All points × seeds in one jitted call: ``vmap`` over points (drift params, hparams) of ``vmap`` over seeds."""
-    config = plan.spec.ppo
-    num_points = len(plan.points)
-    description = f"sweep {plan.env} · {num_points} points × {plan.num_seeds} seeds"
-    tracker = TrainingProgress(description, config.num_updates, config.batch_size * num_points * plan.num_seeds) if show_progress else None
-    train = make_train(config, plan.spec.make_env(), plan.drift, progress_callback=tracker.callback if tracker else None)
-    per_point = jax.vmap(train, in_axes=(0, None, None))
-    batched = jax.jit(jax.vmap(per_point, in_axes=(None, 0, 0)))
-    keys = seed_keys(plan.seed, plan.num_seeds)
-    drift_params = stack([d.params for d in plan.drifts])
-    hparams = stack(plan.hparams)
+def run_sweep(plan: SweepPlan, show_progress: bool = True) -> TrainingResult:
+    """All points × seeds as one batch of ``P·S`` learners; learner ``p·S + s`` is point ``p`` with seed ``s``.
 
-    start = time.perf_counter()
-    if show_progress:
-        status(f"[dim]compiling {description} ({config.num_updates} updates)…[/dim]")
-    compiled = batched.lower(keys, drift_params, hparams).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    if tracker is not None:
-        with tracker:
-            tracker.start()
-            _, metrics = compiled(keys, drift_params, hparams)
-            metrics = jax.block_until_ready(metrics)
-    else:
-        _, metrics = jax.block_until_ready(compiled(keys, drift_params, hparams))
-    run_seconds = time.perf_counter() - start
-    finals = np.asarray(final_return(metrics, config.final_return_window))
-    metrics = {name: np.asarray(value) for name, value in metrics.items()}
-    env_steps = np.arange(1, config.num_updates + 1, dtype=np.int64) * config.batch_size
-    return SweepResult(metrics, finals, env_steps, compile_seconds, run_seconds)
+    Every point gets the same ``S`` seed keys (paired). The result is reshaped
+    to ``[P, S, ...]`` (metrics ``[P, S, updates]``, final returns ``[P, S]``).
+    """
+    num_points, num_seeds = len(plan.points), plan.num_seeds
+    keys = jnp.tile(seed_keys(plan.seed, num_seeds), (num_points, 1))
+    drift_params = stack([d.params for d in plan.drifts for _ in range(num_seeds)])
+    hparams = stack([h for h in plan.hparams for _ in range(num_seeds)])
+    description = f"sweep {plan.env} · {num_points} points × {num_seeds} seeds"
+    result = run_batch(plan.spec, plan.drift, keys, drift_params, hparams, POINTS, description=description,
+                       show_progress=show_progress)
+    unflatten = lambda x: np.reshape(x, (num_points, num_seeds) + np.shape(x)[1:])  # noqa: E731
+    return dataclasses.replace(result, metrics={k: unflatten(v) for k, v in result.metrics.items()},
+                               final_returns=unflatten(result.final_returns), params=jax.tree.map(unflatten, result.params))
 
 
 # ---- reports ----------------------------------------------------------------------
 
-def sweep_rows(plan: SweepPlan, result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
+def sweep_rows(plan: SweepPlan, result: TrainingResult, reps: int = 2000) -> list[dict[str, Any]]:
     """One row per grid point: its swept values, then rliable mean/median/IQM with bootstrap CIs."""
-    from discovery.stats import score_summary
-
     rows = []
     for index, point in enumerate(plan.points):
         summary = score_summary(result.final_returns[index], reps=reps, seed=plan.seed)
@@ -290,7 +263,7 @@ SUMMARY_COLUMNS = ["seeds", "n_finite", "mean", "mean_ci_low", "mean_ci_high", "
                    "iqm", "iqm_ci_low", "iqm_ci_high"]
 
 
-def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: SweepResult) -> str:
+def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: TrainingResult) -> str:
     def fmt(value):
         if isinstance(value, str):
             return value
@@ -317,17 +290,12 @@ def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: SweepRes
     return "\n".join(lines)
 
 
-def plot_sensitivity(plan: SweepPlan, result: SweepResult, column: str, path: Path, reps: int = 1000) -> Path:
+def plot_sensitivity(plan: SweepPlan, result: TrainingResult, column: str, path: Path, reps: int = 1000) -> Path:
     """Final return (mean, 95% bootstrap CI) against one swept parameter.
 
     One line per combination of the other swept parameters when there are at
     most six; otherwise the seeds of all other combinations are pooled.
     """
-    import matplotlib.pyplot as plt
-
-    from discovery.plots import save_figure
-    from discovery.stats import score_summary
-
     derived = [c for c in plan.columns if c not in plan.definition.axes]  # drift params that move with the drift axis
     if column == DRIFT_AXIS:
         others = [c for c in plan.columns if c in plan.definition.axes and c != DRIFT_AXIS]

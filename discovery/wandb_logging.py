@@ -18,13 +18,6 @@ from discovery.errors import UserError
 MODES = ("off", "offline", "online")
 
 
-def add_wandb_arguments(parser) -> None:
-    parser.add_argument("--wandb", choices=MODES, default="off", help="log to Weights & Biases (default: off)")
-    parser.add_argument("--wandb-project", default="discovery", help="W&B project (default: discovery)")
-    parser.add_argument("--wandb-entity", default=None, help="W&B entity (team or user)")
-    parser.add_argument("--wandb-group", default=None, help="W&B group (runs compared together)")
-
-
 class WandbRun:
     """A thin wrapper that is a no-op when mode is ``off``."""
 

@@ -6,14 +6,13 @@
     >>> drift.apply(params, ratio, advantage, progress)
 
 Every drift is non-negative, exactly zero at ``ratio = 1`` and flat there, for
-any parameters (``tests/drift_functions`` checks this on grids).
+any parameters (``tests/test_drift_functions.py`` checks this on grids).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from drift_functions.artifact import ArtifactError, load_artifact, save_artifact
 from drift_functions.base import Drift
 from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
 from drift_functions.learned import lpo_features, make_lpo, make_ta_lpo
@@ -46,8 +45,8 @@ def register(name: str, factory: Callable[..., Drift]) -> None:
     _REGISTRY[name] = factory
 
 
-def make(name: str, **options: Any) -> Drift:
-    """Build a registered drift with its options bound."""
+def factory(name: str) -> Callable[..., Drift]:
+    """The registered ``factory(**options) -> Drift`` for ``name`` (or an alias)."""
     canonical = _ALIASES.get(name, name)
     if canonical not in _REGISTRY:
         raise UnknownDriftError(
@@ -55,10 +54,16 @@ def make(name: str, **options: Any) -> Drift:
             f"(aliases: {', '.join(f'{a}->{c}' for a, c in sorted(_ALIASES.items()))}), "
             "or a path to a saved drift artifact (.npz)"
         )
+    return _REGISTRY[canonical]
+
+
+def make(name: str, **options: Any) -> Drift:
+    """Build a registered drift with its options bound."""
+    build = factory(name)
     try:
-        return _REGISTRY[canonical](**options)
+        return build(**options)
     except TypeError as error:
-        raise ValueError(f"bad option for drift {canonical!r}: {error}") from None
+        raise ValueError(f"bad option for drift {_ALIASES.get(name, name)!r}: {error}") from None
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -92,17 +97,15 @@ def _parse_scalar(text: str) -> Any:
 
 
 __all__ = [
-    "ArtifactError",
     "Drift",
     "UnknownDriftError",
     "dpo_drift",
     "dpo_poly_drift",
-    "load_artifact",
+    "factory",
     "lpo_features",
     "make",
     "parse_spec",
     "ppo_clip_drift",
     "register",
     "registered",
-    "save_artifact",
 ]

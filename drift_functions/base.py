@@ -42,7 +42,7 @@ class Drift:
 
     @property
     def spec(self) -> str:
-        """``name:key=value,...`` — the string that :func:`drift_functions.make_from_spec` reads."""
+        """``name:key=value,...`` — the string that :func:`drift_functions.parse_spec` reads."""
         if not self.options:
             return self.name
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))

@@ -75,7 +75,7 @@ def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.
     relu and ``init`` returns all-zero weights, so the initial drift *is* PPO.
     """
     hidden_size = int(hidden_size)
-    ppo_init = _as_bool(ppo_init)
+    ppo_init = _check_bool(ppo_init)
 
     def init(key):
         return _init_weights(key, NUM_FEATURES, hidden_size, zeros=ppo_init)
@@ -95,7 +95,7 @@ def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float =
         x = [f(r, A), p · f(r, A)]   (16 inputs),   p = update / num_updates ∈ [0, 1]
     """
     hidden_size = int(hidden_size)
-    ppo_init = _as_bool(ppo_init)
+    ppo_init = _check_bool(ppo_init)
 
     def init(key):
         return _init_weights(key, 2 * NUM_FEATURES, hidden_size, zeros=ppo_init)
@@ -111,12 +111,8 @@ def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float =
     return Drift("ta_lpo", options, init, apply)
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+def _check_bool(value) -> bool:
+    # Strings are parsed by the caller (discovery's config coercion, drift_functions.parse_spec); bool("false") is True.
+    if not isinstance(value, (bool, int)):
+        raise ValueError(f"ppo_init must be true or false, got {value!r}")
     return bool(value)

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 from drift_functions.base import Drift
 
 NUM_TERMS = 4  # x², x³, y², y³
-TERM_NAMES = ("x^2", "x^3", "y^2", "y^3")
 _MIN_SCALE = 1e-6
 
 

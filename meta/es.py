@@ -1,22 +1,9 @@
-"""Evolution strategies over arbitrary pytrees: a thin, *maximising* layer over evosax.
+"""Evolution strategies over pytrees: a thin, *maximising* layer over evosax's distribution-based algorithms.
 
-Conventions
------------
-- Fitness is MAXIMISED everywhere in this package (higher is better). evosax
-  minimises; the one conversion between the two lives in `_evosax_sign`.
-- A solution is any pytree of float arrays (e.g. drift-network weights
-  `{"w_hidden": (8, 128), "w_out": (128, 1)}`); a population is the same pytree with
-  a leading axis of size P on every leaf.
-- Every function takes explicit PRNG keys; the same key gives bit-identical results.
-- The ES state is the evosax state: a pytree of arrays (`ESState`), checkpointable with
-  `state_to_arrays` / `state_from_arrays`.
-
-One generation (`run_generation`) is
-
-    population, state = strategy.ask(key_ask, state)          # (P, ...) pytree
-    fitness = evaluate_population(fitness_fn, population, key_eval)   # (P,)
-    fitness, num_nonfinite = sanitize_fitness(fitness)
-    state = strategy.tell(key_tell, population, fitness, state)
+Fitness is maximised everywhere here; evosax minimises, and `_evosax_sign` is the one
+place the two meet. A solution is any pytree of float arrays; a population is the same
+pytree with a leading axis of size P. The ES state is evosax's (a pytree of arrays),
+saved and restored with `state_to_arrays` / `state_from_arrays`.
 """
 
 from __future__ import annotations
@@ -31,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from evosax.algorithms import algorithms as _EVOSAX_ALGORITHMS
+from evosax.algorithms.distribution_based import distribution_based_algorithms as _EVOSAX_ALGORITHMS
 from evosax.algorithms.distribution_based.xnes import xNES
-from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 from evosax.core import fitness_shaping as _shaping
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
@@ -43,35 +29,25 @@ from meta.evaluation import FitnessFn, evaluate_population
 PyTree = Any
 ESState = Any  # an evosax `State` (flax struct dataclass): a pytree of arrays
 
-# Fitness shaping applied by search-gradient algorithms (see `make_strategy`).
-# Signature (population (P, D), fitness (P,), state, params) -> shaped fitness (P,),
-# in evosax's minimisation convention (evosax ranks low fitness as good).
+# (population (P, D), fitness (P,), state, params) -> shaped fitness, in evosax's minimising convention.
 FITNESS_SHAPINGS: dict[str, Callable] = {
     "centered_rank": _shaping.centered_rank_fitness_shaping_fn,  # ranks -> [-0.5, 0.5]
     "z_score": _shaping.standardize_fitness_shaping_fn,  # (f - mean) / std
     "raw": _shaping.identity_fitness_shaping_fn,
 }
 
-_OWN_ARGS = ("self", "population_size", "solution")
-
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:
-    """Constructor arguments of an evosax algorithm class and their defaults."""
     params = inspect.signature(cls.__init__).parameters
-    return {name: p.default for name, p in params.items() if name not in _OWN_ARGS}
+    return {name: p.default for name, p in params.items() if name not in ("self", "population_size", "solution")}
 
 
-def _constructible(cls: type) -> bool:
-    """True when `cls(population_size=..., solution=...)` needs no other argument."""
-    return all(d is not inspect.Parameter.empty for d in _constructor_defaults(cls).values())
-
-
-# The registry: every evosax algorithm that can be built from a population size and a
-# solution template alone (RandomSearch needs a sampling_fn, SV_* a num_populations).
+# Every distribution-based evosax algorithm that needs nothing but a population size and a
+# solution template (RandomSearch needs a sampling_fn, SV_* a num_populations).
 ALGORITHMS: dict[str, type] = {
     name: cls
     for name, cls in sorted(_EVOSAX_ALGORITHMS.items(), key=lambda kv: kv[0].lower())
-    if _constructible(cls)
+    if all(d is not inspect.Parameter.empty for d in _constructor_defaults(cls).values())
 }
 
 
@@ -80,37 +56,27 @@ def algorithm_class(name: str) -> type:
     try:
         return ALGORITHMS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown ES algorithm {name!r}; valid names: {', '.join(ALGORITHMS)}."
-        ) from None
+        raise ValueError(f"unknown ES algorithm {name!r}; valid names: {', '.join(ALGORITHMS)}.") from None
 
 
 def _is_search_gradient(cls: type) -> bool:
-    """Algorithms that step the mean along a search-gradient estimate with an optimiser.
+    """Takes an `optimizer` and leaves fitness shaping to us (Open_ES, PGPE, ARS, ...).
 
-    These take an `optimizer` argument and do not shape fitness into their own
-    recombination weights (Open_ES, PGPE, ARS, ASEBO, ESMC, GuidedES, NoiseReuseES,
-    PersistentES). NES/CMA-style algorithms (SNES, xNES, CMA_ES, ...) use
-    `weights_fitness_shaping_fn` as part of their update rule and a natural-gradient
-    step of size 1; replacing either would change the algorithm, so they keep theirs.
+    NES/CMA-style algorithms shape fitness into their own recombination weights;
+    replacing that would change the algorithm.
     """
     defaults = _constructor_defaults(cls)
-    return (
-        "optimizer" in defaults
-        and defaults.get("fitness_shaping_fn") is not _shaping.weights_fitness_shaping_fn
-    )
+    return "optimizer" in defaults and defaults.get("fitness_shaping_fn") is not _shaping.weights_fitness_shaping_fn
 
 
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
     """Evolution-strategy hyper-parameters (validated on construction).
 
-    `learning_rate*`, `adam_b1` and `fitness_shaping` apply to search-gradient
-    algorithms (Open_ES, PGPE, ARS, ...: see `_is_search_gradient`), which get
-    `optax.adam(lr_t, b1=adam_b1)` with `lr_t = max(learning_rate * decay**t, floor)`
-    at generation t. `sigma*` sets `std_t = max(sigma * sigma_decay**t, sigma_floor)`
-    for algorithms with a σ schedule (Open_ES, SimpleGA, ARS, ...) and the initial
-    σ (`std_init`) of self-adapting ones (CMA_ES, SNES, PGPE, xNES, ...).
+    Search-gradient algorithms (Open_ES, PGPE, ARS, ...) step with
+    `adam(max(learning_rate · decay^t, floor), b1=adam_b1)` on shaped fitness;
+    `std_t = max(sigma · sigma_decay^t, sigma_floor)` where the algorithm has a σ
+    schedule, else `sigma` is the initial σ (CMA_ES, SNES, xNES, ...).
     """
 
     algorithm: str = "Open_ES"
@@ -163,24 +129,15 @@ def decay_schedule(init_value: float, decay: float, floor: float) -> optax.Sched
 def _evosax_sign(fitness: jax.Array) -> jax.Array:
     """THE ONE PLACE where our convention meets evosax's: we maximise, evosax minimises.
 
-    Negation is its own inverse, so this converts our fitness to evosax's on the way in
-    (`tell`) and evosax's stored fitness back to ours on the way out (`best`).
+    Negation is its own inverse: ours -> evosax's in `tell`, evosax's -> ours in `best`.
     """
     return -fitness
 
 
 @jax.jit
 def sanitize_fitness(fitness: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Replace non-finite fitness (NaN, ±inf) by a value below every finite one.
-
-    Args:
-        fitness: (P,) fitness, higher is better.
-
-    Returns:
-        clean: (P,) float fitness where each non-finite entry is `min(finite) - 1`, or the
-            dtype's lowest finite value when no entry is finite.
-        num_nonfinite: () int32, how many entries were replaced.
-    """
+    """`(clean, num_nonfinite)`: (P,) fitness with every NaN/±inf set to `min(finite) − 1`
+    (the dtype's lowest value if none is finite), and how many were replaced."""
     fitness = jnp.asarray(fitness)
     if not jnp.issubdtype(fitness.dtype, jnp.floating):
         fitness = fitness.astype(jnp.float32)
@@ -206,119 +163,63 @@ def _select(condition: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
-def _unevaluated(state: ESState) -> jax.Array:
-    """True until a population-based state has been told its first fitness.
-
-    `_init` marks every initial member with the worst fitness (+inf in evosax's
-    minimisation), and told fitness is always finite (`sanitize_fitness`).
-    """
-    return state.best_fitness == _evosax_sign(-jnp.inf)
-
-
-# Population-based algorithms (GAs, PSO, DE, ...) are initialised by evosax with an
-# *evaluated* population. To keep one ask-first interface for every algorithm:
-#   init: the mean and P−1 members scattered around it (σ = config.sigma), marked
-#         unevaluated;
-#   ask:  while unevaluated, returns exactly those members;
-#   tell: while unevaluated, initialises the algorithm with them and their fitness.
-
-
 @functools.partial(jax.jit, static_argnames=("algorithm",))
-def _init(algorithm, key: jax.Array, mean: PyTree, params, sigma: float) -> ESState:
-    flat_mean, unravel = ravel_pytree(mean)
-    if isinstance(algorithm, PopulationBasedAlgorithm):
-        key_init, key_noise = jax.random.split(key)
-        z = jax.random.normal(key_noise, (algorithm.population_size, flat_mean.size))
-        z = z.at[0].set(0.0)  # member 0 is the mean itself
-        population = jax.vmap(unravel)(flat_mean + sigma * z.astype(flat_mean.dtype))
-        worst = _evosax_sign(jnp.full((algorithm.population_size,), -jnp.inf))
-        state = algorithm.init(key_init, population, worst, params)
-    else:
-        state = algorithm.init(key, mean, params)
-        # evosax starts best_solution at NaN; the mean keeps the state NaN-free
-        # (best_fitness stays at the worst value, so the first tell replaces it).
-        state = state.replace(best_solution=flat_mean)
-        if type(algorithm) is xNES:  # (SNES subclasses xNES but has no B)
-            # evosax 0.3.2 xNES starts B = std_init·I *and* samples mean + std·(z @ B),
-            # so its initial σ would be std_init². With B = I it is std_init.
-            state = state.replace(B=jnp.eye(flat_mean.size, dtype=state.B.dtype))
+def _init(algorithm, key: jax.Array, mean: PyTree, params) -> ESState:
+    flat_mean = ravel_pytree(mean)[0]
+    # evosax starts best_solution at NaN; the mean keeps the state NaN-free (best_fitness
+    # stays at the worst value, so the first tell replaces it).
+    state = algorithm.init(key, mean, params).replace(best_solution=flat_mean)
+    if type(algorithm) is xNES:  # (SNES subclasses xNES but has no B)
+        # evosax 0.3.2 xNES starts B = std_init·I *and* samples mean + std·(z @ B), so its
+        # initial σ would be std_init². With B = I it is std_init.
+        state = state.replace(B=jnp.eye(flat_mean.size, dtype=state.B.dtype))
     return _strong(state)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm",))
 def _ask(algorithm, key: jax.Array, state: ESState, params) -> tuple[PyTree, ESState]:
     population, asked = algorithm.ask(key, state, params)
-    asked = _strong(asked)
-    if isinstance(algorithm, PopulationBasedAlgorithm):
-        fresh = _unevaluated(state)
-        population = _select(fresh, algorithm.get_population(state), population)
-        asked = _select(fresh, state, asked)
-    return population, asked
+    return population, _strong(asked)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm",))
 def _tell(algorithm, key, population: PyTree, fitness: jax.Array, state: ESState, params):
     clean, num_nonfinite = sanitize_fitness(fitness)
-    evosax_fitness = _evosax_sign(clean)
-    told, _ = algorithm.tell(key, population, evosax_fitness, state, params)
-    told = _strong(told)
-    if isinstance(algorithm, PopulationBasedAlgorithm):
-        first = _strong(algorithm.init(key, population, evosax_fitness, params))
-        told = _select(_unevaluated(state), first, told)
+    told, _ = algorithm.tell(key, population, _evosax_sign(clean), state, params)
     # A generation in which every member failed carries no information: skip it.
-    return _select(num_nonfinite == clean.shape[0], state, told)
+    return _select(num_nonfinite == clean.shape[0], state, _strong(told))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Strategy:
-    """An evosax algorithm bound to its params, in our maximising convention.
+    """An evosax algorithm bound to its params, in our maximising convention (build with `make_strategy`).
 
-    Build with `make_strategy`. Hashable by identity (it is a static jit argument).
-
-    Attributes:
-        config: the ESConfig it was built from.
-        algorithm: the evosax algorithm instance.
-        params: its evosax Params (σ init etc. already set from `config`).
-        solution_template: a pytree with the shapes/dtypes of one solution.
+    Hashable by identity: it is a static jit argument.
     """
 
     config: ESConfig
     algorithm: Any
-    params: Any
+    params: Any  # evosax Params, σ already set from `config`
     solution_template: PyTree
 
     @property
     def population_size(self) -> int:
         return self.config.population_size
 
-    @property
-    def is_population_based(self) -> bool:
-        """True for GAs/PSO/DE (state holds a population, no distribution mean)."""
-        return isinstance(self.algorithm, PopulationBasedAlgorithm)
-
     def init(self, key: jax.Array, mean: PyTree) -> ESState:
-        """Initial ES state centred on `mean` (a solution pytree)."""
-        return _init(self.algorithm, key, mean, self.params, self.config.sigma)
+        """Initial state centred on `mean` (a solution pytree)."""
+        return _init(self.algorithm, key, mean, self.params)
 
     def ask(self, key: jax.Array, state: ESState) -> tuple[PyTree, ESState]:
-        """Sample a population: a solution pytree with a leading axis of size P."""
+        """A population: the solution pytree with a leading axis of size P."""
         return _ask(self.algorithm, key, state, self.params)
 
-    def tell(
-        self, key: jax.Array, population: PyTree, fitness: jax.Array, state: ESState
-    ) -> ESState:
-        """Update the state from the population's fitness (P,), which is MAXIMISED.
-
-        Non-finite fitness is sanitised (`sanitize_fitness`) first; if every member is
-        non-finite the state is returned unchanged.
-        """
+    def tell(self, key: jax.Array, population: PyTree, fitness: jax.Array, state: ESState) -> ESState:
+        """Update from the (P,) fitness, MAXIMISED; non-finite values are sanitised, an all-failed generation is skipped."""
         return _tell(self.algorithm, key, population, fitness, state, self.params)
 
     def mean(self, state: ESState) -> PyTree:
-        """The current solution: the distribution mean, or for population-based
-        algorithms the best member of the current population."""
-        if self.is_population_based:
-            return self.algorithm.get_best_solution(state)
+        """The distribution mean: the current solution."""
         return self.algorithm.get_mean(state)
 
     def best(self, state: ESState) -> tuple[PyTree, jax.Array]:
@@ -333,16 +234,11 @@ class Strategy:
 
 
 def make_strategy(config: ESConfig, solution_template: PyTree) -> Strategy:
-    """Build the evosax algorithm named by `config.algorithm` for solutions shaped like
-    `solution_template` (any pytree of float arrays; values are not used).
+    """The evosax algorithm `config.algorithm` for solutions shaped like `solution_template`.
 
-    Only constructor arguments the algorithm accepts are passed:
-    - `std_schedule`: `max(sigma * sigma_decay**t, sigma_floor)` (never evosax's
-      constant-1.0 default);
-    - `use_antithetic_sampling`: `config.antithetic`;
-    - search-gradient algorithms only: `optimizer = adam(lr schedule, b1=adam_b1)` and
-      `fitness_shaping_fn` from `config.fitness_shaping`.
-    Params with a `std_init` field get `std_init = config.sigma`.
+    Passes only what the algorithm accepts: a `std_schedule` (never evosax's constant
+    1.0), antithetic sampling, and for search-gradient algorithms Adam on the decayed
+    learning rate and the fitness shaping; `std_init = config.sigma` where it exists.
     """
     cls = algorithm_class(config.algorithm)
     accepted = _constructor_defaults(cls)
@@ -407,18 +303,10 @@ def run_generation(
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
 ) -> tuple[ESState, GenerationStats]:
-    """ask → evaluate → sanitize → tell.
+    """ask → evaluate (every member with one shared key) → sanitize → tell.
 
-    Args:
-        strategy: from `make_strategy`.
-        state: current ES state.
-        key: this generation's key (split into ask / evaluation / tell keys). All
-            members are evaluated with the same evaluation key.
-        fitness_fn: `fitness_fn(key, member) -> ()`, MAXIMISED (see `evaluate_population`).
-        mesh, chunk_size: passed to `evaluate_population`.
-
-    Returns:
-        (new state, GenerationStats)
+    `fitness_fn(key, member) -> ()` is maximised; `mesh` and `chunk_size` go to
+    `evaluate_population`.
     """
     key_ask, key_eval, key_tell = jax.random.split(key, 3)
     population, state = strategy.ask(key_ask, state)

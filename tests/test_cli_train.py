@@ -48,7 +48,7 @@ def test_existing_out_is_never_overwritten(tmp_path, capsys):
         (["--learning-rate", "-1"], "learning_rate must be > 0"),
         (["--learning-rate", "fast"], "bad value for learning_rate"),
         (["--num-minibatches", "3"], "does not divide into num_minibatches=3"),
-        (["--no-such-field", "1"], "unknown ppo config field(s) no_such_field; valid fields: total_timesteps"),
+        (["--no-such-field", "1"], "unknown option --no-such-field; valid options (ppo: total_timesteps"),
         (["--drift", "/nonexistent/drift.npz"], "drift artifact not found"),
         (["--backend", "spring"], "only apply to Brax"),
         (["--env", "hopper", "--backend", "warp"], "unknown brax backend 'warp'"),

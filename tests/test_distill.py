@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import drift_functions as df
-from discovery import configs, distillation
+from discovery import artifacts, configs, distillation
 from discovery.cli import main
 from discovery.drift_plots import panels_for
 from discovery.drifts import resolve_drift
@@ -30,7 +30,7 @@ def dpo_distilled(tmp_path_factory):
     """DPO(2, 0.6) saved as an artifact and distilled as if it were learned, with rollout samples from CartPole."""
     root = tmp_path_factory.mktemp("distill")
     drift = df.make("dpo")
-    artifact = df.save_artifact(root / "learned.npz", drift, drift.init(None), {"label": "pretend_learned"})
+    artifact = artifacts.save_artifact(root / "learned.npz", drift, drift.init(None), {"label": "pretend_learned"})
     out = root / "out"
     code = main(["distill", "--drift", str(artifact), "--out", str(out), "--env", "CartPole-v1",
                  "--rollout-steps", "4096", "--max-samples", "4000"])
@@ -54,9 +54,9 @@ def test_outputs_and_artifacts_load(dpo_distilled):
     for name in ("distill.json", "distill.md", "drift_heatmaps.png", "fit_dpo.npz", "fit_dpo_poly.npz"):
         assert (out / name).is_file(), name
     assert_png(out / "drift_heatmaps.png")
-    drift, params, metadata = df.load_artifact(out / "fit_dpo.npz")
+    drift, params, metadata = artifacts.load_artifact(out / "fit_dpo.npz")
     assert drift.name == "dpo" and metadata["distilled_from"].endswith("learned.npz") and metadata["env"] == "CartPole-v1"
-    drift, params, _ = df.load_artifact(out / "fit_dpo_poly.npz")
+    drift, params, _ = artifacts.load_artifact(out / "fit_dpo_poly.npz")
     assert drift.name == "dpo_poly" and params["pos"].shape == (4,)
     assert "| dpo |" in (out / "distill.md").read_text()
 

@@ -119,19 +119,3 @@ def test_registry_errors_list_valid_names():
         df.make("dpo", alpha=-1.0)
     assert df.parse_spec("dpo:alpha=1.5,beta=0.3") == ("dpo", {"alpha": 1.5, "beta": 0.3})
     assert df.make("ppo").name == "ppo_clip"
-
-
-def test_artifact_round_trip_and_errors(tmp_path):
-    drift = df.make("ta_lpo", hidden_size=16)
-    params = drift.init(jax.random.PRNGKey(0))
-    path = df.save_artifact(tmp_path / "d.npz", drift, params, {"label": "x"})
-    assert path.stat().st_size < 10_000
-    loaded, loaded_params, metadata = df.load_artifact(path)
-    assert loaded.spec == drift.spec and metadata == {"label": "x"}
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded_params)):
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(df.ArtifactError, match="not found"):
-        df.load_artifact(tmp_path / "missing.npz")
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(df.ArtifactError, match="corrupt"):
-        df.load_artifact(tmp_path / "bad.npz")

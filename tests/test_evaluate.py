@@ -7,8 +7,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-import discovery.evaluation as evaluation
+import discovery.evaluate.grid as evaluation
 import drift_functions
+from discovery import artifacts
 from discovery.cli import main
 from discovery.training import TrainingResult
 
@@ -139,7 +140,7 @@ def test_corrupt_artifact_and_unknown_family(tmp_path, capsys):
     assert main(["evaluate", "--drifts", str(corrupt), "--out", str(tmp_path / "a"), *TINY]) == 2
     assert "corrupt drift artifact" in capsys.readouterr().err
     drift = drift_functions.make("dpo")
-    path = drift_functions.save_artifact(tmp_path / "alien.npz", drift, drift.init(None))
+    path = artifacts.save_artifact(tmp_path / "alien.npz", drift, drift.init(None))
     data = dict(np.load(path))
     data["__drift__"] = np.asarray(json.dumps({"format": 1, "name": "alien_family", "options": {}, "metadata": {}}))
     np.savez(path, **data)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import drift_functions
+from discovery import artifacts
 from discovery import meta_training as mt
 from discovery.cli import main
 
@@ -36,7 +37,7 @@ def config_file(tmp_path):
 
 
 def _mean_params(out: Path):
-    _, params, metadata = drift_functions.load_artifact(out / "drift.npz")
+    _, params, metadata = artifacts.load_artifact(out / "drift.npz")
     return params, metadata
 
 
@@ -116,6 +117,18 @@ def test_user_errors(tmp_path, capsys, config_file):
     assert "even" in _error(capsys, ["meta-train", "--config", str(config_file), "--population-size", "5", "--out", str(tmp_path / "a")])
     assert "does not exist" in _error(capsys, ["meta-train", "--resume", str(tmp_path / "missing")])
     assert not (tmp_path / "a").exists()
+
+
+def test_a_key_with_two_meanings_is_refused_and_prefixes_route(tmp_path, capsys, config_file):
+    """`learning_rate` is an ES and a PPO field: the bare key is refused, `es.` / `ppo.` route it."""
+    err = _error(capsys, ["meta-train", "--config", str(config_file), "--learning-rate", "3e-3", "--out", str(tmp_path / "a")])
+    assert "es.learning_rate" in err and "ppo.learning_rate" in err
+    assert not (tmp_path / "a").exists()
+    config = mt.meta_config_from_dict(TINY_CONFIG, {"es.learning_rate": "3e-3", "ppo.learning_rate": "1e-4", "update_epochs": "2",
+                                                    "drift.ppo_init": "false", "seeds": "3"})
+    assert config.es.learning_rate == 3e-3 and config.seeds == 3 and config.drift_options["ppo_init"] is False
+    assert all(t.overrides["learning_rate"] == 1e-4 and t.overrides["update_epochs"] == 2 for t in config.tasks)
+    assert "unknown es field 'nope'" in _error(capsys, ["meta-train", "--config", str(config_file), "--es.nope", "1"])
 
 
 def test_resume_refuses_other_config_and_corrupt_checkpoint(tmp_path, capsys, config_file):

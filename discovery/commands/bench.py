@@ -10,14 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from discovery.bench import PARTS, PRESETS, render_markdown, run_bench
+from discovery.commands.arguments import add_run_arguments
 from discovery.errors import UserError
+from discovery.outputs import atomic_write_json, atomic_write_text, prepare_run_dir
+from discovery.progress import status
 
 EXAMPLE = "discovery bench --preset cpu --out runs/bench_cpu"
 
 
 def register(subparsers) -> None:
-    from discovery.bench import PARTS, PRESETS
-
     presets = "; ".join(f"{p.name}: {p.description} ({p.measured})" for p in PRESETS.values())
     parser = subparsers.add_parser(
         "bench",
@@ -26,19 +28,14 @@ def register(subparsers) -> None:
         f"separate compile. Presets: {presets}. Example: {EXAMPLE}",
     )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="what to measure (default: cpu)")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/bench_<preset>_<time>)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per figure, >= 3 (default: the preset's)")
     parser.add_argument("--envs", default=None, help="only these comma-separated envs of the preset (default: all)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into an existing, non-empty --out")
+    add_run_arguments(parser, out_help="output directory (default: runs/bench_<preset>_<time>)", learners=False)
     parser.set_defaults(run=run)
 
 
 def run(args, extra: list[str]) -> int:
-    from discovery.bench import PARTS, PRESETS, render_markdown, run_bench
-    from discovery.outputs import atomic_write_json, atomic_write_text, prepare_run_dir
-    from discovery.progress import status
-
     if extra:
         raise UserError(f"unexpected argument(s) {' '.join(extra)}; bench takes --preset, --out, --repeats, --envs, --parts")
     if args.repeats is not None and args.repeats < 3:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-import drift_functions
 from discovery import configs
+from discovery.artifacts import ArtifactError, load_artifact, save_artifact
 from discovery.distillation import DEFAULT_PROGRESS, FAMILIES, combine, describe_params, distill, grid_samples, record_rollout_samples
 from discovery.drift_plots import Panel, panels_for, plot_drift_panels, reference_panels
 from discovery.drifts import resolve_drift
+from discovery.commands.arguments import add_wandb_arguments
 from discovery.errors import UserError
-from discovery.evaluation import WandbOptions, run_evaluation, split_list
+from discovery.evaluate import WandbOptions, run_evaluation, split_list
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.progress import status
-from discovery.wandb_logging import add_wandb_arguments
 
 EXAMPLE = "discovery distill --drift runs/lpo/best_drift.npz --env CartPole-v1 --check --out runs/distill"
 
@@ -80,8 +80,8 @@ def run(args, extra: list[str]) -> int:
     metadata = {}
     if Path(learned.source).is_file():
         try:
-            metadata = drift_functions.load_artifact(learned.source)[2]
-        except drift_functions.ArtifactError:
+            metadata = load_artifact(learned.source)[2]
+        except ArtifactError:
             metadata = {}
     env = _training_env(args, metadata)
     if args.check and env is None:
@@ -123,7 +123,7 @@ def run(args, extra: list[str]) -> int:
         path = out / f"fit_{fit.family}.npz"
         fit_metadata = {"label": f"fit_{fit.family}", "distilled_from": learned.source, "family": fit.family, **(
             {"env": env} if env else {}), "fit": fit.metrics}
-        drift_functions.save_artifact(path, fit.drift, fit.params, fit_metadata)
+        save_artifact(path, fit.drift, fit.params, fit_metadata)
         paths[fit.family] = path
         report["fits"][fit.family] = {"artifact": str(path), "spec": fit.drift.spec,
                                       "params": {k: np.asarray(v).tolist() for k, v in fit.params.items()}, **fit.metrics}

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from discovery import configs
+from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import split_drift_list
 from discovery.errors import UserError
-from discovery.evaluation import WandbOptions, run_evaluation, split_list
+from discovery.evaluate import WandbOptions, run_evaluation, split_list
 from discovery.progress import status
-from discovery.wandb_logging import add_wandb_arguments
 
 EXAMPLE = "discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out runs/eval"
 
@@ -26,21 +25,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--drifts", default="ppo,dpo", help="comma-separated drifts: names, NAME:key=value,... or artifact paths (default: ppo,dpo)")
     parser.add_argument("--envs", default="CartPole-v1", help="comma-separated environment names (default: CartPole-v1)")
-    parser.add_argument("--seeds", type=int, default=8, help="seeds per cell, trained in one vmapped call (default: 8)")
-    parser.add_argument("--seed", type=int, default=0, help="base random seed, shared by every cell (default: 0)")
-    parser.add_argument("--total-timesteps", type=float, default=None, help="env steps per seed for every env (default: each env's config)")
     parser.add_argument("--reference", default=None, help="drift that scores are normalised by (default: the ppo/ppo_clip entry, if any)")
     parser.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples for the CIs (default: 2000)")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/evaluate_<time>); reuse it to resume")
-    parser.add_argument("--overwrite", action="store_true", help="recompute cells whose saved settings differ instead of refusing")
+    add_run_arguments(parser, out_help="output directory (default: runs/evaluate_<time>); reuse it to resume",
+                      overwrite_help="recompute cells whose saved settings differ instead of refusing", seeds_default=8,
+                      seeds_help="seeds per cell, trained in one vmapped call; the same for every drift (default: 8)")
     add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args, extra: list[str]) -> int:
-    overrides = configs.parse_overrides(extra)
-    if args.total_timesteps is not None:
-        overrides["total_timesteps"] = int(args.total_timesteps) if float(args.total_timesteps).is_integer() else args.total_timesteps
+    overrides = overrides_from(args, extra)
     if args.bootstrap_reps < 1:
         raise UserError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
     out = Path(args.out or f"runs/evaluate_{datetime.now():%Y%m%d-%H%M%S}")

@@ -7,16 +7,19 @@ from datetime import datetime
 from pathlib import Path
 
 import jax
-import numpy as np
 import yaml
 
 import meta
 from discovery import meta_training as mt
+from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
+from discovery.drifts import resolve_drift
 from discovery.errors import UserError
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.plots import plot_fitness_curve
 from discovery.progress import make_progress, status
-from discovery.wandb_logging import WandbRun, add_wandb_arguments
+from discovery.stats import mean_ci
+from discovery.training import run_seeds
+from discovery.wandb_logging import WandbRun
 
 EXAMPLE = "discovery meta-train --config configs/meta/cartpole_demo.yaml --generations 3 --out /tmp/m"
 
@@ -27,16 +30,17 @@ def register(subparsers) -> None:
         help="meta-train a learned drift (LPO/TA-LPO) with evolution strategies",
         description="Evolve drift parameters; fitness = final return of inner PPO runs that use the drift. "
         "Extra --key value pairs override the config: top-level keys (generations, seeds, ...), ES keys "
-        "(population_size, sigma, learning_rate, algorithm, ...), drift.<option>, or PPO keys applied to every "
-        "task (total_timesteps, num_envs, ...). Example: " + EXAMPLE,
+        "(population_size, sigma, algorithm, ...), drift.<option>, or PPO keys applied to every task "
+        "(total_timesteps, num_envs, ...). A key that names both an ES and a PPO field needs its prefix: "
+        "--es.learning-rate or --ppo.learning-rate. Example: " + EXAMPLE,
     )
     parser.add_argument("--config", default=None, help="meta-training YAML (configs/meta/*.yaml)")
-    parser.add_argument("--out", default=None, help="new run directory (default: runs/meta_<time>)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     parser.add_argument("--drift", choices=mt.LEARNED_FAMILIES, default=None, help="learned drift family (default: from config)")
     parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
     parser.add_argument("--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members")
-    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    add_run_arguments(parser, out_help="new run directory (default: runs/meta_<time>)", seed_default=None,
+                      seeds_help="inner seeds per population member (default: from the config)")
     parser.add_argument("--compare", action="store_true", help="at the end, train the learned drift, PPO and DPO on the first task and print their returns")
     parser.add_argument("--compare-seeds", type=int, default=8, help="seeds for --compare (default: 8)")
     parser.add_argument("--distributed", action="store_true",
@@ -46,10 +50,8 @@ def register(subparsers) -> None:
 
 
 def _collect_overrides(args, extra) -> dict:
-    from discovery.configs import parse_overrides
-
-    overrides = parse_overrides(extra)
-    for name in ("drift", "generations", "population_chunk"):
+    overrides = overrides_from(args, extra)
+    for name in ("drift", "generations", "population_chunk", "seeds", "seed"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -96,10 +98,8 @@ def run(args, extra: list[str]) -> int:
         out = prepare_run_dir(out, overwrite=args.overwrite)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    from discovery.training import run_seeds
-
     if config.uses_reference and references is None:
-        references = mt.reference_returns(run_.specs, config.seeds, config.seed, run_seeds)
+        references = mt.reference_returns(run_.specs, config.seeds, config.seed)
         status("reference PPO returns: " + ", ".join(f"{s.env} {r:.1f}" for s, r in zip(run_.specs, references)))
     mesh = meta.make_population_mesh() if jax.local_device_count() > 1 else None
     run_ = mt.build_run(config, references, mesh)
@@ -154,10 +154,6 @@ def run(args, extra: list[str]) -> int:
 
 def compare_on_first_task(run_: mt.MetaRun, out: Path, num_seeds: int, wandb_run) -> dict:
     """Train the learned drift (ES mean), PPO and DPO on the first task at the meta-training budget."""
-    from discovery.drifts import resolve_drift
-    from discovery.stats import mean_ci
-    from discovery.training import run_seeds
-
     spec = run_.specs[0]
     # Fresh seeds, disjoint from the ones the ES saw (those were fold_in(run_key, generation)).
     seed = run_.config.seed + 10_000

@@ -7,7 +7,7 @@ from pathlib import Path
 from discovery.drift_plots import panels_for, plot_drift_panels, reference_panels
 from discovery.drifts import resolve_drift, split_drift_list
 from discovery.errors import UserError
-from discovery.evaluation import split_list
+from discovery.evaluate import split_list
 from discovery.progress import status
 
 EXAMPLE = "discovery plot-drift --drift runs/lpo/best_drift.npz,dpo:alpha=1.5 --out drift.png"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from discovery import configs
+from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.errors import UserError
-from discovery.evaluation import slug
-from discovery.outputs import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
+from discovery.outputs import atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, prepare_run_dir, slug, write_npz
 from discovery.plots import plot_learning_curves
 from discovery.progress import status
 from discovery.sweeps import (
@@ -26,7 +24,7 @@ from discovery.sweeps import (
     sweep_markdown,
     sweep_rows,
 )
-from discovery.wandb_logging import WandbRun, add_wandb_arguments
+from discovery.wandb_logging import WandbRun
 
 EXAMPLE = "discovery sweep --env CartPole-v1 --drift dpo --grid learning_rate=1e-4,3e-4 --grid alpha=1.5,2.0 --seeds 2 --out runs/sweep"
 MAX_CURVES = 12
@@ -45,11 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--drift", default=None, help="drift to sweep with (default: the --config's drift, else ppo)")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a grid axis; repeat for more axes")
     parser.add_argument("--config", default=None, help="a W&B sweep YAML whose `parameters` give fixed values and grid axes")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per grid point (default: the --config's, else 4)")
-    parser.add_argument("--seed", type=int, default=None, help="base random seed (default: 0)")
-    parser.add_argument("--total-timesteps", type=float, default=None, help="env steps per seed (default: the env's config)")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/sweep_<env>_<time>)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into an existing, non-empty --out")
+    add_run_arguments(parser, out_help="output directory (default: runs/sweep_<env>_<time>)", seed_default=None,
+                      seeds_help="seeds per grid point (default: the --config's, else 4)")
     add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -64,9 +59,7 @@ def _definition(args, extra: list[str]) -> tuple[SweepDefinition, dict]:
         seen_cli.add(name)
         definition.axes[name] = values  # the command line replaces an axis of the same name from --config
         definition.fixed.pop(name, None)
-    overrides = configs.parse_overrides(extra)
-    if args.total_timesteps is not None:
-        overrides["total_timesteps"] = int(args.total_timesteps) if float(args.total_timesteps).is_integer() else args.total_timesteps
+    overrides = overrides_from(args, extra)
     for name in overrides:  # a fixed value on the command line replaces an axis from --config
         definition.axes.pop(name, None)
     return definition, overrides
@@ -101,9 +94,8 @@ def run(args, extra: list[str]) -> int:
         "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "environment": environment_info()}))
     markdown = sweep_markdown(plan, rows, result)
     files.append(atomic_write_text(out / "results.md", markdown))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, final_returns=result.final_returns, env_steps=result.env_steps, **result.metrics)
-    files.append(atomic_write_bytes(out / "metrics.npz", buffer.getvalue()))
+    files.append(write_npz(out / "metrics.npz", {"final_returns": result.final_returns, "env_steps": result.env_steps, **result.metrics},
+                           compressed=True))
     for column in sensitivity_columns(plan):
         files.append(plot_sensitivity(plan, result, column, out / f"sensitivity_{slug(column)}.png"))
     if len(plan.points) <= MAX_CURVES:

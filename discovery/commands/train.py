@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from rich.markup import escape
 
 from discovery import configs
+from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import resolve_drift
 from discovery.errors import UserError
 from discovery.outputs import atomic_write_csv, atomic_write_json, environment_info, prepare_run_dir
@@ -18,7 +18,7 @@ from discovery.plots import plot_learning_curves
 from discovery.progress import status
 from discovery.stats import mean_ci
 from discovery.training import run_seeds
-from discovery.wandb_logging import WandbRun, add_wandb_arguments
+from discovery.wandb_logging import WandbRun
 from rl_algos.ppo import METRIC_NAMES
 
 EXAMPLE = "discovery train --env CartPole-v1 --drift dpo --seeds 8 --total-timesteps 500000 --out runs/cp_dpo"
@@ -33,20 +33,15 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--env", default="CartPole-v1", help="any gymnax or Brax environment name (default: CartPole-v1)")
     parser.add_argument("--drift", default="ppo", help="ppo_clip | dpo | lpo | ta_lpo, NAME:key=value,... (e.g. dpo:alpha=1.5), or a drift artifact path")
-    parser.add_argument("--seeds", type=int, default=8, help="number of seeds trained in parallel (default: 8)")
-    parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
-    parser.add_argument("--total-timesteps", type=float, default=None, help="env steps per seed (default: from the env's config)")
     parser.add_argument("--config", default=None, help="a train YAML to use instead of configs/train/<env>.yaml")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/<env>_<drift>_<time>)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into an existing, non-empty --out")
+    add_run_arguments(parser, out_help="output directory (default: runs/<env>_<drift>_<time>)", seeds_default=8,
+                      seeds_help="number of seeds trained in parallel (default: 8)")
     add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args, extra: list[str]) -> int:
-    overrides = configs.parse_overrides(extra)
-    if args.total_timesteps is not None:
-        overrides["total_timesteps"] = args.total_timesteps
+    overrides = overrides_from(args, extra)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     spec, fallback = configs.load_train_spec(args.env, overrides, args.config)

@@ -94,7 +94,7 @@ def test_open_es_converges_on_toy_objective():
     assert_state_finite(state)
 
 
-@pytest.mark.parametrize("algorithm", ["CMA_ES", "SNES", "xNES", "PGPE", "SimpleGA"])
+@pytest.mark.parametrize("algorithm", ["CMA_ES", "SNES", "xNES", "PGPE"])
 def test_other_algorithms_improve_and_stay_finite(algorithm):
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), "small")
     state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
@@ -103,22 +103,6 @@ def test_other_algorithms_improve_and_stay_finite(algorithm):
     assert strategy.best(state)[1] > 0.05 - squared_distance(SMALL_TEMPLATE, SMALL_TARGET)
     assert jnp.all(jnp.isfinite(stats.fitness))
     assert jax.tree.structure(strategy.mean(state)) == jax.tree.structure(SMALL_TEMPLATE)
-
-
-def test_population_based_first_generation_evaluates_initial_members():
-    """GAs start from the mean plus σ-scattered members, told as evosax's initial population."""
-    strategy = cached_strategy(ESConfig(algorithm="SimpleGA", population_size=8), "small")
-    state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
-    assert_trees_equal(strategy.mean(state), SMALL_TEMPLATE)
-    population, asked = strategy.ask(jax.random.key(1), state)
-    assert_trees_equal(jax.tree.map(lambda x: x[0], population), SMALL_TEMPLATE)
-    assert_trees_equal(population, strategy.algorithm.get_population(state))
-    fitness = jax.vmap(small_fitness, in_axes=(None, 0))(jax.random.key(2), population)
-    state = strategy.tell(jax.random.key(3), population, fitness, asked)
-    assert strategy.best(state)[1] == jnp.max(fitness)
-    next_population, _ = strategy.ask(jax.random.key(4), state)
-    assert not np.array_equal(next_population["w"], population["w"])
-    assert_state_finite(state)
 
 
 # --- conventions --------------------------------------------------------------------
@@ -309,7 +293,7 @@ def test_sharded_over_4_devices_equals_1_device(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "algorithm, template_name", [("Open_ES", "drift"), ("CMA_ES", "small"), ("SimpleGA", "small")]
+    "algorithm, template_name", [("Open_ES", "drift"), ("CMA_ES", "small")]
 )
 def test_state_round_trip_continues_identically(algorithm, template_name, tmp_path):
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), template_name)

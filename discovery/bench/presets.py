@@ -1,0 +1,95 @@
+"""What ``discovery bench`` measures: environment cases, population cases, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvCase:
+    """One environment benchmarked as limit / ours / brax at the given settings.
+
+    ``overrides`` are applied on top of ``configs/train/<env>.yaml`` (PPO fields
+    and, for Brax, ``backend`` / ``episode_length`` / ``action_repeat``).
+    ``progress`` also times ``ours`` with the progress callback switched on.
+    """
+
+    env: str
+    overrides: dict
+    brax: bool = True
+    progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationCase:
+    """``P`` learners vmapped vs sequential for each ``P`` in ``sizes``, and one meta-generation of ``meta_size``.
+
+    ``sequential_cap``: time at most this many sequential runs per repetition
+    and scale to ``P`` (reported as ``extrapolated_from``); ``None`` runs all ``P``.
+    """
+
+    env: str
+    overrides: dict
+    sizes: tuple[int, ...]
+    meta_size: int
+    sigma: float = 0.04
+    sequential_cap: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    cases: tuple[EnvCase, ...]
+    populations: tuple[PopulationCase, ...]
+    repeats: int = 3
+    brax_eval_envs: int = 0  # 0: Brax's evaluator off (run_evals=False)
+    measured: str = ""  # where/whether this preset's numbers have been taken
+
+
+_CARTPOLE_CASE = dict(total_timesteps=4 * 128 * 200)  # 200 updates of purejaxrl's 4 envs × 128 steps
+_CARTPOLE_POPULATION = dict(total_timesteps=4 * 128 * 32)  # 32 updates per member
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        description="tiny budgets for the test suite: CartPole limit/ours (+progress), a population of 2",
+        cases=(EnvCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
+                       brax=False, progress=True),),
+        populations=(PopulationCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
+                                    sizes=(2,), meta_size=2),),
+        repeats=3,
+        measured="CPU, every test run",
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="CartPole-v1, inverted_pendulum and hopper (positional) at small budgets; CartPole populations of 1, 8, 32",
+        cases=(
+            EnvCase("CartPole-v1", dict(_CARTPOLE_CASE), brax=False, progress=True),
+            EnvCase("inverted_pendulum", dict(backend="positional", num_envs=128, num_steps=5, rollouts_per_update=4,
+                                              num_minibatches=8, total_timesteps=128 * 5 * 4 * 8)),
+            EnvCase("hopper", dict(backend="positional", num_envs=128, num_steps=10, rollouts_per_update=1,
+                                   num_minibatches=4, total_timesteps=128 * 10 * 8)),
+        ),
+        populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_POPULATION), sizes=(1, 8, 32), meta_size=32),),
+        repeats=5,  # a shared 2-core host is noisy; 5 paired rounds still finish in about 7 minutes
+        measured="2-core CPU (docs/PERFORMANCE.md)",
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="ant, halfcheetah, humanoid (positional) at 2,048 envs with the published layouts; CartPole and "
+        "Breakout-MinAtar populations of 64-256",
+        cases=(
+            EnvCase("ant", dict(backend="positional", total_timesteps=2048 * 5 * 16 * 10)),
+            EnvCase("halfcheetah", dict(backend="positional", total_timesteps=2048 * 20 * 8 * 5)),
+            EnvCase("humanoid", dict(backend="positional", total_timesteps=2048 * 10 * 16 * 5)),
+        ),
+        populations=(
+            PopulationCase("CartPole-v1", dict(total_timesteps=4 * 128 * 50), sizes=(1, 64, 256), meta_size=256, sequential_cap=16),
+            PopulationCase("Breakout-MinAtar", dict(total_timesteps=64 * 128 * 10), sizes=(1, 64), meta_size=64, sequential_cap=8),
+        ),
+        repeats=3,
+        brax_eval_envs=128,
+        measured="not yet measured (no GPU was lent to the session that wrote it)",
+    ),
+}

@@ -1,0 +1,277 @@
+"""The evaluation grid behind ``discovery evaluate`` (and ``discovery distill --check``).
+
+Every (drift, env) *cell* trains all its seeds in one jitted, vmapped call
+(:func:`discovery.training.run_seeds`) with that env's settings from
+``configs/train/`` and the same seed keys for every drift, so comparisons
+between drifts on one env are paired.
+
+Layout of an evaluation directory::
+
+    evaluation.json              the grid last asked for (drifts, envs, seeds, overrides)
+    cells/<env>__<drift>.npz     per-update metrics [seeds, updates] + final returns of one cell
+    cells/<env>__<drift>.json    its summary and *fingerprint*; written last, so it marks the cell done
+    results.csv / .json / .md    one row per drift × env, plus the across-env aggregate
+    curves_<env>.png             learning curves of every drift on that env (mean ± 95% CI)
+    normalized_scores.png        per-env and aggregate scores normalised by the reference drift
+
+Resuming: a cell whose JSON exists with the same fingerprint (env settings,
+drift family/options/parameter hash, seeds, base seed) is loaded, not rerun;
+one with a different fingerprint is refused (a different evaluation lives
+there) unless ``overwrite`` is set.
+
+Normalisation: each final return is divided by the mean final return of the
+*reference* drift on the same env. The reference is the ``ppo_clip`` entry of
+the grid (``ppo``; the one with the default ε = 0.2 if there are several)
+unless one is named; with none in the grid, or where the reference's mean
+return is not positive, the normalised columns are left blank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from discovery import configs
+from discovery.drifts import ResolvedDrift, resolve_drift
+from discovery.errors import UserError
+from discovery.evaluate.report import log_cell_to_wandb, log_summary_to_wandb, summarise, write_reports
+from discovery.outputs import atomic_write_json, prepare_run_dir, read_npz, slug, write_npz
+from discovery.progress import make_progress, status
+from discovery.training import TrainingResult, run_seeds
+
+CELL_DIR = "cells"
+GRID_FILE = "evaluation.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbOptions:
+    mode: str = "off"
+    project: str = "discovery"
+    entity: str | None = None
+    group: str | None = None
+
+
+@dataclasses.dataclass
+class Cell:
+    env: str
+    spec: configs.TrainSpec
+    drift: ResolvedDrift
+    name: str  # file stem under cells/
+
+    @property
+    def label(self) -> str:
+        return self.drift.label
+
+
+@dataclasses.dataclass
+class CellResult:
+    cell: Cell
+    final_returns: np.ndarray  # [seeds]
+    curves: np.ndarray  # episode_return [seeds, updates]
+    env_steps: np.ndarray  # [updates]
+    compile_seconds: float
+    run_seconds: float
+    wall_seconds: float
+    resumed: bool
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    out: Path
+    rows: list[dict[str, Any]]
+    aggregate: dict[str, dict[str, float]]
+    reference: str | None
+    files: list[Path]
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 of a drift's parameter values (float32, in key-path order)."""
+    digest = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def plan_cells(drift_texts: list[str], env_names: list[str], overrides: dict[str, Any]) -> tuple[list[ResolvedDrift], dict[str, tuple[configs.TrainSpec, bool]], list[Cell]]:
+    """Resolve every drift and env spec up front, so a typo fails before any training."""
+    if not drift_texts:
+        raise UserError("empty grid: no drifts given (e.g. --drifts ppo,dpo)")
+    if not env_names:
+        raise UserError("empty grid: no environments given (e.g. --envs CartPole-v1)")
+    resolved = [resolve_drift(text) for text in drift_texts]
+    labels = [r.label for r in resolved]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise UserError(f"drift {label!r} appears twice in the grid; give each drift once")
+    slugs = [slug(label) for label in labels]
+    if len(set(slugs)) != len(slugs):
+        raise UserError(f"drift labels {labels} collide as file names; rename an artifact")
+    if len(set(env_names)) != len(env_names):
+        raise UserError(f"an environment appears twice in {env_names}")
+    specs = {env: configs.load_train_spec(env, overrides) for env in env_names}
+    cells = [Cell(env, specs[env][0], r, f"{slug(env)}__{slug(r.label)}") for env in env_names for r in resolved]
+    return resolved, specs, cells
+
+
+def pick_reference(resolved: list[ResolvedDrift], requested: str | None) -> str | None:
+    """The label of the drift that scores are normalised by (see module docstring)."""
+    if requested:
+        for r in resolved:
+            if requested in (r.label, r.source):
+                return r.label
+        raise UserError(f"--reference {requested!r} is not in the grid; drifts: {', '.join(r.label for r in resolved)}")
+    ppo = [r for r in resolved if r.drift.name == "ppo_clip"]
+    default = [r for r in ppo if abs(float(np.asarray(r.params["epsilon"])) - 0.2) < 1e-6]
+    chosen = (default or ppo or [None])[0]
+    return chosen.label if chosen is not None else None
+
+
+def fingerprint(cell: Cell, num_seeds: int, seed: int) -> dict[str, Any]:
+    train = cell.spec.to_dict()
+    train.pop("source", None)
+    return {
+        "env": cell.env,
+        "train": train,
+        "drift_family": cell.drift.drift.name,
+        "drift_options": cell.drift.drift.options,
+        "drift_params_sha256": params_digest(cell.drift.params),
+        "seeds": num_seeds,
+        "seed": seed,
+    }
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(json.loads(json.dumps(data, default=str)), sort_keys=True)
+
+
+def _load_cell(cell: Cell, out: Path, expected: dict, overwrite: bool) -> CellResult | None:
+    json_path = out / CELL_DIR / f"{cell.name}.json"
+    npz_path = out / CELL_DIR / f"{cell.name}.npz"
+    if not json_path.is_file():
+        return None
+    try:
+        saved = json.loads(json_path.read_text())
+        _, arrays = read_npz(npz_path)
+    except (OSError, ValueError, KeyError) as error:
+        if overwrite:
+            return None
+        raise UserError(f"unreadable cell {json_path} ({type(error).__name__}); delete it to rerun that cell, or pass --overwrite") from None
+    if _canonical(saved.get("fingerprint")) != _canonical(expected):
+        if overwrite:
+            return None
+        old = saved.get("fingerprint") or {}
+        changed = sorted(k for k in set(old) | set(expected) if _canonical(old.get(k)) != _canonical(expected.get(k)))
+        raise UserError(
+            f"{out} already holds a different result for {cell.env} × {cell.label} (differs in: {', '.join(changed) or 'format'}); "
+            "use another --out, or --overwrite to recompute it"
+        )
+    return CellResult(cell, arrays["final_returns"], arrays["episode_return"], arrays["env_steps"],
+                      float(saved.get("compile_seconds", 0.0)), float(saved.get("run_seconds", 0.0)),
+                      float(saved.get("wall_seconds", 0.0)), resumed=True)
+
+
+def _save_cell(out: Path, cell: Cell, result: TrainingResult, wall: float, expected: dict) -> None:
+    write_npz(out / CELL_DIR / f"{cell.name}.npz",
+              {"final_returns": result.final_returns, "env_steps": result.env_steps, **result.metrics}, compressed=True)
+    atomic_write_json(out / CELL_DIR / f"{cell.name}.json", {
+        "env": cell.env,
+        "drift": cell.label,
+        "drift_source": cell.drift.source,
+        "fingerprint": expected,
+        "final_returns": result.final_returns.tolist(),
+        "compile_seconds": result.compile_seconds,
+        "run_seconds": result.run_seconds,
+        "wall_seconds": wall,
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    })
+
+
+def run_evaluation(
+    drift_texts: list[str],
+    env_names: list[str],
+    out: str | Path,
+    *,
+    num_seeds: int,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    reference: str | None = None,
+    overwrite: bool = False,
+    wandb: WandbOptions = WandbOptions(),
+    show_progress: bool = True,
+    bootstrap_reps: int = 2000,
+) -> EvaluationReport:
+    """Train (or load) every cell of the drift × env grid and write the results (module docstring)."""
+    if num_seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {num_seeds}")
+    overrides = dict(overrides or {})
+    resolved, specs, cells = plan_cells(drift_texts, env_names, overrides)
+    reference_label = pick_reference(resolved, reference)
+    out = prepare_run_dir(out, overwrite=overwrite, resume_marker=GRID_FILE)
+    for env, (spec, fallback) in specs.items():
+        if fallback:
+            status(f"[yellow]no configs/train/{env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
+    grid = {
+        "drifts": [{"label": r.label, "source": r.source, "family": r.drift.name, "options": r.drift.options} for r in resolved],
+        "envs": {env: spec.to_dict() for env, (spec, _) in specs.items()},
+        "seeds": num_seeds,
+        "seed": seed,
+        "overrides": {k: str(v) for k, v in overrides.items()},
+        "reference": reference_label,
+    }
+    results: list[CellResult] = []
+    todo: list[tuple[Cell, dict]] = []
+    for cell in cells:
+        expected = fingerprint(cell, num_seeds, seed)
+        loaded = _load_cell(cell, out, expected, overwrite)
+        if loaded is not None:
+            results.append(loaded)
+        else:
+            todo.append((cell, expected))
+    atomic_write_json(out / GRID_FILE, grid)  # after the cells were checked: a refused grid leaves the directory as it was
+    if results:
+        status(f"resuming {out}: {len(results)} of {len(cells)} cells already done, skipping them")
+    status(f"evaluating {len(resolved)} drifts × {len(specs)} envs × {num_seeds} seeds: {len(todo)} cells to train → {out}")
+
+    progress = make_progress() if show_progress else None
+    grid_task = progress.add_task("grid", total=len(cells), completed=len(results), rate="") if progress else None
+    with progress or contextlib.nullcontext():
+        for cell, expected in todo:
+            config = cell.spec.ppo
+            status(f"cell {len(results) + 1}/{len(cells)}: [bold]{cell.env}[/bold] × [bold]{cell.label}[/bold] "
+                   f"({num_seeds} seeds × {config.env_steps:,} env steps)")
+            started = time.perf_counter()
+            result = run_seeds(cell.spec, cell.drift, num_seeds, seed=seed, show_progress=show_progress,
+                               description=f"{cell.env} · {cell.label}", progress=progress)
+            wall = time.perf_counter() - started
+            _save_cell(out, cell, result, wall, expected)
+            cell_result = CellResult(cell, result.final_returns, result.metrics["episode_return"], result.env_steps,
+                                     result.compile_seconds, result.run_seconds, wall, resumed=False)
+            results.append(cell_result)
+            log_cell_to_wandb(wandb, out, cell, result, num_seeds, seed)
+            finite = result.final_returns[np.isfinite(result.final_returns)]
+            status(f"  final return {np.mean(finite) if finite.size else float('nan'):.1f} "
+                   f"(compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s)")
+            if progress is not None:
+                progress.advance(grid_task)
+
+    order = {cell.name: i for i, cell in enumerate(cells)}
+    results.sort(key=lambda r: order[r.cell.name])
+    rows, aggregate = summarise(results, specs, reference_label, bootstrap_reps, seed)
+    files = write_reports(out, results, rows, aggregate, specs, reference_label, grid)
+    log_summary_to_wandb(wandb, out, grid, rows, aggregate, files)
+    return EvaluationReport(out, rows, aggregate, reference_label, files)
