@@ -3,7 +3,8 @@
     >>> import drift_functions
     >>> drift = drift_functions.make("dpo", alpha=1.5)
     >>> params = drift.init(key)
-    >>> drift.apply(params, ratio, advantage, progress)
+    >>> drift.apply(params, ratio, advantage, progress)                        # log r = log(ratio)
+    >>> drift.apply(params, jnp.exp(log_ratio), advantage, progress, log_ratio)  # log r exact
 
 Every drift is non-negative, exactly zero at ``ratio = 1`` and flat there, for
 any parameters (``tests/test_drift_functions.py`` checks this on grids).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import Drift
+from drift_functions.base import Drift, log_ratio_or_log
 
 
 def ppo_clip_drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array | float) -> jax.Array:
@@ -25,17 +25,23 @@ def ppo_clip_drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array | 
 
 
 def dpo_drift(
-    ratio: jax.Array, advantage: jax.Array, alpha: jax.Array | float, beta: jax.Array | float
+    ratio: jax.Array,
+    advantage: jax.Array,
+    alpha: jax.Array | float,
+    beta: jax.Array | float,
+    log_ratio: jax.Array | None = None,
 ) -> jax.Array:
     """Discovered Policy Optimisation's drift (Lu et al., 2022).
 
         A ≥ 0:  relu((r − 1)·A − α·tanh((r − 1)·A / α))
         A < 0:  relu(log(r)·A − β·tanh(log(r)·A / β))
 
-    Shapes: ``ratio``, ``advantage`` ``[...]`` -> ``[...]``. α, β > 0.
+    ``log(r)`` is ``log_ratio`` when given (finite where ``r`` underflows to 0),
+    else ``jnp.log(ratio)``. Shapes: ``ratio``, ``advantage``, ``log_ratio``
+    ``[...]`` -> ``[...]``. α, β > 0.
     """
     positive = (ratio - 1.0) * advantage
-    negative = jnp.log(ratio) * advantage
+    negative = log_ratio_or_log(ratio, log_ratio) * advantage
     drift_pos = jax.nn.relu(positive - alpha * jnp.tanh(positive / alpha))
     drift_neg = jax.nn.relu(negative - beta * jnp.tanh(negative / beta))
     return jnp.where(advantage >= 0.0, drift_pos, drift_neg)
@@ -49,8 +55,8 @@ def make_ppo_clip(epsilon: float = 0.2) -> Drift:
         del key
         return {"epsilon": jnp.asarray(epsilon, jnp.float32)}
 
-    def apply(params, ratio, advantage, progress):
-        del progress
+    def apply(params, ratio, advantage, progress, log_ratio=None):
+        del progress, log_ratio  # PPO-clip does not use log r
         return ppo_clip_drift(ratio, advantage, params["epsilon"])
 
     return Drift("ppo_clip", {"epsilon": float(epsilon)}, init, apply)
@@ -64,8 +70,8 @@ def make_dpo(alpha: float = 2.0, beta: float = 0.6) -> Drift:
         del key
         return {"alpha": jnp.asarray(alpha, jnp.float32), "beta": jnp.asarray(beta, jnp.float32)}
 
-    def apply(params, ratio, advantage, progress):
+    def apply(params, ratio, advantage, progress, log_ratio=None):
         del progress
-        return dpo_drift(ratio, advantage, params["alpha"], params["beta"])
+        return dpo_drift(ratio, advantage, params["alpha"], params["beta"], log_ratio)
 
     return Drift("dpo", {"alpha": float(alpha), "beta": float(beta)}, init, apply)

@@ -11,22 +11,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import Drift
+from drift_functions.base import Drift, log_ratio_or_log
 from drift_functions.closed_form import ppo_clip_drift
 
 NUM_FEATURES = 8
 FLATNESS_MARGIN = 1e-4
 
 
-def lpo_features(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
+def lpo_features(ratio: jax.Array, advantage: jax.Array, log_ratio: jax.Array | None = None) -> jax.Array:
     """The 8 LPO input features, stacked on a new last axis.
 
         x = [r−1, (r−1)², log r, (log r)², A(r−1), A(r−1)², A·log r, A(log r)²]
 
-    Shapes: ``ratio``, ``advantage`` ``[...]`` -> ``[..., 8]``.
+    ``log r`` is ``log_ratio`` when given (finite where ``r`` underflows to 0),
+    else ``jnp.log(ratio)``. Shapes: ``ratio``, ``advantage``, ``log_ratio``
+    ``[...]`` -> ``[..., 8]``.
     """
     centred = ratio - 1.0
-    log_ratio = jnp.log(ratio)
+    log_ratio = log_ratio_or_log(ratio, log_ratio)
     return jnp.stack(
         [
             centred,
@@ -80,9 +82,9 @@ def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.
     def init(key):
         return _init_weights(key, NUM_FEATURES, hidden_size, zeros=ppo_init)
 
-    def apply(params, ratio, advantage, progress):
+    def apply(params, ratio, advantage, progress, log_ratio=None):
         del progress
-        out = lpo_network(params, lpo_features(ratio, advantage))
+        out = lpo_network(params, lpo_features(ratio, advantage, log_ratio))
         return _learned_drift(out, ratio, advantage, ppo_init, epsilon)
 
     options = {"hidden_size": hidden_size, "ppo_init": ppo_init, "epsilon": float(epsilon)}
@@ -100,8 +102,8 @@ def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float =
     def init(key):
         return _init_weights(key, 2 * NUM_FEATURES, hidden_size, zeros=ppo_init)
 
-    def apply(params, ratio, advantage, progress):
-        features = lpo_features(ratio, advantage)
+    def apply(params, ratio, advantage, progress, log_ratio=None):
+        features = lpo_features(ratio, advantage, log_ratio)
         progress = jnp.broadcast_to(jnp.asarray(progress, features.dtype), features.shape[:-1])
         features = jnp.concatenate([features, features * progress[..., None]], axis=-1)
         out = lpo_network(params, features)

@@ -23,26 +23,33 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import Drift
+from drift_functions.base import Drift, log_ratio_or_log
 
 NUM_TERMS = 4  # x², x³, y², y³
 _MIN_SCALE = 1e-6
 
 
-def poly_terms(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
-    """``[x², x³, y², y³]`` with ``x = (r−1)·A``, ``y = log(r)·A``. ``[...] -> [..., 4]``."""
+def poly_terms(ratio: jax.Array, advantage: jax.Array, log_ratio: jax.Array | None = None) -> jax.Array:
+    """``[x², x³, y², y³]`` with ``x = (r−1)·A``, ``y = log(r)·A``. ``[...] -> [..., 4]``.
+
+    ``log(r)`` is ``log_ratio`` when given, else ``jnp.log(ratio)``.
+    """
     x = (ratio - 1.0) * advantage
-    y = jnp.log(ratio) * advantage
+    y = log_ratio_or_log(ratio, log_ratio) * advantage
     return jnp.stack([x**2, x**3, y**2, y**3], axis=-1)
 
 
-def dpo_poly_drift(ratio, advantage, alpha, beta, pos, neg) -> jax.Array:
-    """The ``dpo_poly`` drift (formula in the module docstring). ``pos``, ``neg``: ``[4]``."""
+def dpo_poly_drift(ratio, advantage, alpha, beta, pos, neg, log_ratio=None) -> jax.Array:
+    """The ``dpo_poly`` drift (formula in the module docstring). ``pos``, ``neg``: ``[4]``.
+
+    ``log(r)`` is ``log_ratio`` when given, else ``jnp.log(ratio)``.
+    """
     alpha = jnp.maximum(jnp.abs(alpha), _MIN_SCALE)
     beta = jnp.maximum(jnp.abs(beta), _MIN_SCALE)
+    log_ratio = log_ratio_or_log(ratio, log_ratio)
     x = (ratio - 1.0) * advantage
-    y = jnp.log(ratio) * advantage
-    terms = poly_terms(ratio, advantage)
+    y = log_ratio * advantage
+    terms = poly_terms(ratio, advantage, log_ratio)
     inner_pos = x - alpha * jnp.tanh(x / alpha) + terms @ pos
     inner_neg = y - beta * jnp.tanh(y / beta) + terms @ neg
     return jax.nn.relu(jnp.where(advantage >= 0.0, inner_pos, inner_neg))
@@ -62,8 +69,10 @@ def make_dpo_poly(alpha: float = 2.0, beta: float = 0.6) -> Drift:
             "neg": jnp.zeros((NUM_TERMS,), jnp.float32),
         }
 
-    def apply(params, ratio, advantage, progress):
+    def apply(params, ratio, advantage, progress, log_ratio=None):
         del progress
-        return dpo_poly_drift(ratio, advantage, params["alpha"], params["beta"], params["pos"], params["neg"])
+        return dpo_poly_drift(
+            ratio, advantage, params["alpha"], params["beta"], params["pos"], params["neg"], log_ratio
+        )
 
     return Drift("dpo_poly", {"alpha": float(alpha), "beta": float(beta)}, init, apply)
