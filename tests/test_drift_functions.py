@@ -13,15 +13,25 @@ ADVANTAGES = jnp.linspace(-3.0, 3.0, 25)
 GRID_R, GRID_A = jnp.meshgrid(RATIOS, ADVANTAGES, indexing="ij")
 
 
+def random_params(drift, key, scale=3.0):
+    """Large random parameters for ``drift``'s family, valid for any family.
+
+    Array leaves (network weights, polynomial coefficients) become ``scale·N(0, 1)``;
+    scalar leaves (ε, α, β, which must stay positive) are multiplied by ``exp(N(0, 1))``.
+    """
+    leaves, treedef = jax.tree.flatten(drift.init(key))
+    keys = jax.random.split(key, len(leaves))
+    leaves = [
+        scale * jax.random.normal(k, leaf.shape, leaf.dtype) if leaf.ndim else leaf * jnp.exp(jax.random.normal(k, (), leaf.dtype))
+        for k, leaf in zip(keys, leaves)
+    ]
+    return jax.tree.unflatten(treedef, leaves)
+
+
 def _all_params(drift, num_random=3):
-    """Default params plus random (large) weights for learned drifts."""
-    params = [drift.init(jax.random.PRNGKey(0))]
-    if drift.name in ("lpo", "ta_lpo"):
-        for seed in range(num_random):
-            base = drift.init(jax.random.PRNGKey(seed + 1))
-            keys = jax.random.split(jax.random.PRNGKey(100 + seed), 2)
-            params.append({k: 3.0 * jax.random.normal(key, v.shape) for key, (k, v) in zip(keys, sorted(base.items()))})
-    return params
+    """Default params, a second ``init`` key (random weights for learned drifts) and large random params."""
+    params = [drift.init(jax.random.PRNGKey(0)), drift.init(jax.random.PRNGKey(1))]
+    return params + [random_params(drift, jax.random.PRNGKey(100 + seed)) for seed in range(num_random)]
 
 
 ALL_DRIFTS = [
@@ -29,6 +39,8 @@ ALL_DRIFTS = [
     df.make("ppo_clip", epsilon=0.1),
     df.make("dpo"),
     df.make("dpo", alpha=0.5, beta=3.0),
+    df.make("dpo_poly"),
+    df.make("dpo_poly", alpha=0.5, beta=3.0),
     df.make("lpo"),
     df.make("lpo", ppo_init=True),
     df.make("ta_lpo"),
@@ -46,13 +58,58 @@ def test_drift_is_valid_on_grid(drift, progress):
         assert float(values.min()) >= 0.0
         at_one = drift.apply(params, jnp.ones_like(ADVANTAGES), ADVANTAGES, progress)
         assert float(jnp.max(jnp.abs(at_one))) == 0.0
-        slope = jax.vmap(jax.grad(lambda r, a: drift.apply(params, r, a, progress)), in_axes=(None, 0))(1.0, ADVANTAGES)
-        assert float(jnp.max(jnp.abs(slope))) == 0.0
+
+
+# Flatness at r = 1 by finite differences, in float64. LPO's 1e-4 margin makes the drift
+# exactly 0 only on |r − 1| < 1e-4 / |∂net/∂r|, and with the large random weights above
+# |∂net/∂r| at r = 1 reaches ~1e3, so the steps must be below 1e-7 to probe inside that
+# neighbourhood; float64 resolves r = 1 ± 1e-9 to a relative 1e-7. A flat drift has
+# slopes O(h) (DPO's are O(h²); dpo_poly's quadratic terms give |c|·A²·h ≲ 1e2·h here),
+# whereas a kink keeps a slope that does not shrink with h (LPO without its margin: 0.1
+# to 1e3), so "every slope ≤ 1e3·h at both steps" separates the two by orders of magnitude.
+FLAT_STEPS = (1e-8, 1e-9)
+FLAT_SLOPE_PER_STEP = 1e3
+
+
+def assert_flat_at_one(drift, params, progress, advantages=ADVANTAGES):
+    """Value 0 at r = 1, and symmetric and one-sided difference slopes ≤ 1e3·h for h in ``FLAT_STEPS``."""
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), params)
+        adv = jnp.asarray(advantages, jnp.float64)
+        value = lambda r: np.asarray(drift.apply(params, jnp.full_like(adv, r), adv, jnp.float64(progress)))
+        at_one = value(1.0)
+        assert np.max(np.abs(at_one)) == 0.0, f"{drift.spec}: drift {at_one} at r = 1"
+        for h in FLAT_STEPS:
+            up, down = value(1.0 + h), value(1.0 - h)
+            slopes = {"symmetric": (up - down) / (2 * h), "right": (up - at_one) / h, "left": (at_one - down) / h}
+            for side, slope in slopes.items():
+                worst = int(np.argmax(np.abs(slope)))
+                assert abs(slope[worst]) <= FLAT_SLOPE_PER_STEP * h, (
+                    f"{drift.spec} not flat at r = 1 (progress {progress}): {side} slope {slope[worst]:.3g} "
+                    f"at A = {float(adv[worst]):.3g}, h = {h:g}, exceeds {FLAT_SLOPE_PER_STEP:g}·h = {FLAT_SLOPE_PER_STEP * h:.1g}"
+                )
+
+
+@pytest.mark.parametrize("drift", ALL_DRIFTS, ids=lambda d: d.spec)
+@pytest.mark.parametrize("progress", [0.0, 0.3, 1.0])
+def test_drift_is_flat_at_one(drift, progress):
+    for params in _all_params(drift):
+        assert_flat_at_one(drift, params, progress)
+
+
+def test_flatness_check_fails_for_lpo_without_its_margin(monkeypatch):
+    # The mutation the flatness test exists to catch: relu(net(x)) alone is 0 at r = 1 but kinked there.
+    from drift_functions import learned
+
+    monkeypatch.setattr(learned, "FLATNESS_MARGIN", 0.0)
+    for name in ("lpo", "ta_lpo"):
+        drift = df.make(name)
+        with pytest.raises(AssertionError, match="not flat at r = 1"):
+            assert_flat_at_one(drift, drift.init(jax.random.PRNGKey(0)), 0.5)
 
 
 def test_every_registered_drift_is_covered():
-    assert {d.name for d in ALL_DRIFTS} >= {"ppo_clip", "dpo", "lpo", "ta_lpo"}
-    assert set(df.registered()) >= {"ppo_clip", "dpo", "lpo", "ta_lpo"}
+    assert {d.name for d in ALL_DRIFTS} == set(df.registered())
 
 
 @pytest.mark.parametrize("epsilon", [0.1, 0.2, 0.3])
