@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 
 DRIFT_ACTIVE_THRESHOLD = 1e-6
+# |log r| beyond which the policy loss holds the log-ratio fixed (see drift_policy_loss).
+LOG_RATIO_LIMIT = 20.0
 
 
 def compute_gae(
@@ -59,17 +61,37 @@ def drift_policy_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mirror-Learning policy loss ``L_π = −mean(r·Â − drift(r, Â))``.
 
-    ``r = exp(log π_new − log π_old)``; ``drift_fn(r, Â, progress)`` is the drift
-    with its parameters bound. Shapes: ``[B]`` each, ``progress`` scalar.
+        ℓ = clip(log π_new − log π_old, −20, 20),   r = exp(ℓ)
+
+    ``drift_fn(r, Â, progress, log_ratio=ℓ)`` is the drift with its parameters
+    bound; it takes ``log r`` from ``ℓ``, never from ``r``. Shapes: ``[B]``
+    each, ``progress`` scalar.
+
+    The clamp (``LOG_RATIO_LIMIT``) keeps every term finite, with finite
+    gradients, for any finite log-ratio: unclamped, ``r = exp(ℓ)`` overflows
+    float32 at ``ℓ > 88.7`` (PPO-clip and DPO give inf/NaN), underflows to 0
+    at ``ℓ < −87`` or so (``log r = −inf`` in DPO), and powers of ``r`` inside
+    the drifts overflow sooner (dpo_poly's ``((r−1)Â)³`` at ``ℓ ≈ 28``, LPO's
+    ``Â(r−1)²`` at ``ℓ ≈ 44``, for ``|Â| = 5``). It changes nothing in the
+    normal range: for ``|ℓ| ≤ 20`` the clip is the identity (value and
+    gradient), so ``r`` is bit-identical to ``exp(log π_new − log π_old)`` as
+    before, and the drift's ``log r`` is ``ℓ`` itself instead of the former
+    ``log(exp(ℓ))``, which differs from it only by rounding (PPO-clip, which
+    uses ``r`` alone, is bit-identical). ``|ℓ| = 20`` is a ratio of 4.9e8 (or
+    2.1e-9); PPO-family updates keep ``r`` within a few ε of 1, and a sample
+    beyond ``[e⁻²⁰, e²⁰]`` only stops contributing a gradient (as a clipped
+    PPO sample does). ``r`` and ``ℓ`` are clamped together, so the drift
+    always sees a consistent pair ``r = exp(ℓ)``.
+
     Returns the loss and diagnostics: approximate KL (``mean((r−1) − log r)``),
     the fraction of samples where the drift is active (``drift > 1e-6``: a
     threshold, because closed forms such as DPO's are differences of nearly
     equal numbers near ``r = 1``, whose sign there is rounding noise), and the
     mean drift.
     """
-    log_ratio = log_prob - old_log_prob
+    log_ratio = jnp.clip(log_prob - old_log_prob, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = jnp.exp(log_ratio)
-    drift = drift_fn(ratio, advantages, progress)
+    drift = drift_fn(ratio, advantages, progress, log_ratio=log_ratio)
     loss = -jnp.mean(ratio * advantages - drift)
     aux = {
         "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
