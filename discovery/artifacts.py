@@ -91,4 +91,8 @@ def load_artifact(path: str | os.PathLike) -> tuple[Drift, dict, dict]:
         raise ArtifactError(
             f"drift artifact {path}: parameters {shapes} do not fit family {drift.spec!r}"
         )
+    bad = sorted(k for k, v in got.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise ArtifactError(f"drift artifact {path} holds non-finite parameters ({', '.join(bad)}); "
+                            "it came from a diverged run and cannot be used")
     return drift, params, header.get("metadata", {})

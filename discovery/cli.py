@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "discovery.commands.distill",
     "discovery.commands.plot_drift",
     "discovery.commands.sweep",
+    "discovery.commands.drifts",
     "discovery.commands.bench",
 ]
 

@@ -10,7 +10,27 @@ import jax
 
 import drift_functions
 from discovery.artifacts import ARTIFACT_SUFFIX, ArtifactError, load_artifact
+from discovery.configs import REPO_ROOT
 from discovery.errors import UserError
+
+# Drifts this project discovered and ships: ``<stem>.npz`` artifacts, addressable as ``--drift <stem>``.
+DISCOVERED_DIR = REPO_ROOT / "drift_functions" / "discovered"
+# Artifact stems that say nothing on their own; their label adds the run directory.
+_GENERIC_STEMS = ("drift", "best_drift", "best_validated_drift")
+
+
+def discovered() -> dict[str, Path]:
+    """Shipped discovered drifts: stem -> artifact path."""
+    return {path.stem: path for path in sorted(DISCOVERED_DIR.glob(f"*{ARTIFACT_SUFFIX}"))}
+
+
+def artifact_label(path: str | Path) -> str:
+    """A short, path-derived label: the file stem, or ``<run dir>/<stem>`` for the generic names a
+    meta-training run writes (two runs' ``drift.npz`` then stay apart in one table)."""
+    path = Path(path)
+    if path.stem in _GENERIC_STEMS and path.parent.name:
+        return f"{path.parent.name}/{path.stem}"
+    return path.stem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +42,8 @@ class ResolvedDrift:
 
 
 def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
-    """Accept ``name``, ``name:key=value,...`` or a path to a saved artifact (``.npz``).
+    """Accept ``name``, ``name:key=value,...``, the stem of a shipped discovered drift
+    (``drift_functions/discovered/<stem>.npz``) or a path to a saved artifact (``.npz``).
 
     Learned families made by name get ``init(key)`` weights (all-zero, i.e.
     PPO, for ``lpo:ppo_init=true``).
@@ -30,23 +51,30 @@ def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
     text = text.strip()
     if not text:
         raise UserError("empty drift name; valid drifts: " + ", ".join(drift_functions.registered()))
+    shipped = discovered()
+    if text in shipped:
+        return _from_artifact(shipped[text], text, label=text)
     looks_like_path = text.endswith(ARTIFACT_SUFFIX) or "/" in text or Path(text).exists()
     if looks_like_path:
-        try:
-            drift, params, metadata = load_artifact(text)
-        except ArtifactError as error:
-            raise UserError(str(error)) from None
-        label = metadata.get("label") or Path(text).stem
-        if label in ("drift", "best_drift") and Path(text).parent.name:
-            label = f"{Path(text).parent.name}/{label}"
-        return ResolvedDrift(label, drift, params, text)
+        return _from_artifact(Path(text), text, label=artifact_label(text))
     try:
         name, options = drift_functions.parse_spec(text)
         drift = drift_functions.make(name, **options)
-    except ValueError as error:  # UnknownDriftError is a ValueError
+    except drift_functions.UnknownDriftError as error:
+        names = ", ".join(shipped) or "none yet"
+        raise UserError(f"{error}; shipped discovered drifts: {names} (see `discovery drifts`)") from None
+    except ValueError as error:
         raise UserError(str(error)) from None
     params = drift.init(jax.random.PRNGKey(0) if key is None else key)
     return ResolvedDrift(text, drift, params, text)
+
+
+def _from_artifact(path: Path, source: str, label: str) -> ResolvedDrift:
+    try:
+        drift, params, _ = load_artifact(path)
+    except ArtifactError as error:
+        raise UserError(str(error)) from None
+    return ResolvedDrift(label, drift, params, source)
 
 
 def split_drift_list(text: str) -> list[str]:

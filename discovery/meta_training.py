@@ -1,9 +1,12 @@
 """Meta-training a learned drift with evolution strategies: config, fitness, checkpoints, the loop.
 
 Fitness of a drift = mean episodic return at the end of an inner PPO run that
-uses it (``final_return``), averaged over inner seeds; with several tasks each
-task's return is first divided by a reference return (PPO's, computed once at
-the start and stored in every checkpoint) and the ratios are averaged.
+uses it (``final_return``), averaged over inner seeds; with several tasks (or
+``normalize: ppo``) each task's return is first normalised as
+``(R − R_random) / (R_ppo − R_random)`` and the scores are averaged (see
+:mod:`discovery.fitness`). Every ``validate_every`` generations the ES mean is
+trained on fresh seeds beside PPO-clip on the same seeds; the score is logged
+as ``validation`` and the best validated mean is kept as ``best_validated_drift.npz``.
 
 Every generation's key is ``fold_in(run_key, generation)``, so a resumed run
 replays exactly the generations an uninterrupted one would have run.
@@ -18,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import drift_functions
@@ -26,13 +28,10 @@ import meta
 from discovery import configs
 from discovery.artifacts import save_artifact
 from discovery.configs import TrainSpec
-from discovery.drifts import resolve_drift
 from discovery.errors import UserError
+from discovery.fitness import Validation, make_fitness_fn
 from discovery.outputs import atomic_write_text, read_npz, write_npz
-from discovery.training import run_seeds
-from rl_algos.ppo import SEEDS, make_train_batch
 
-LEARNED_FAMILIES = ("lpo", "ta_lpo")
 CHECKPOINT_PREFIX = "gen_"
 KEEP_CHECKPOINTS = 3
 
@@ -48,7 +47,7 @@ class MetaConfig:
     """One meta-training run (``configs/meta/*.yaml``)."""
 
     drift: str = "lpo"
-    drift_options: dict = dataclasses.field(default_factory=lambda: {"ppo_init": True})
+    drift_options: dict = dataclasses.field(default_factory=dict)
     tasks: tuple = (TaskConfig("CartPole-v1", {}),)
     es: meta.ESConfig = meta.ESConfig()
     generations: int = 100
@@ -57,6 +56,8 @@ class MetaConfig:
     normalize: str = "auto"  # "auto" (multi-task only), "ppo" (always), "none"
     checkpoint_every: int = 5
     population_chunk: int | None = None
+    validate_every: int = 0  # generations between validations; 0: off
+    validation_seeds: int = 16
 
     def to_dict(self) -> dict:
         return {
@@ -70,15 +71,16 @@ class MetaConfig:
             "normalize": self.normalize,
             "checkpoint_every": self.checkpoint_every,
             "population_chunk": self.population_chunk,
+            "validate_every": self.validate_every,
+            "validation_seeds": self.validation_seeds,
         }
 
     def identity(self) -> dict:
-        """What must match for ``--resume``: everything except the number of generations
-        and how the population is chunked (neither changes any generation's result)."""
+        """What must match for ``--resume``: everything that changes a generation's result
+        (not the number of generations, chunking, checkpoint or validation cadence)."""
         data = self.to_dict()
-        data.pop("generations")
-        data.pop("population_chunk")
-        data.pop("checkpoint_every")
+        for name in ("generations", "population_chunk", "checkpoint_every", "validate_every", "validation_seeds"):
+            data.pop(name)
         return data
 
     @property
@@ -115,13 +117,19 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
     if unknown:
         raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(top_level | set(_SECTIONS)))}")
     drift_name = str(overrides.get("drift", overrides.get("meta.drift", data.get("drift", MetaConfig.drift))))
-    if drift_name not in LEARNED_FAMILIES:
-        raise UserError(f"meta-training learns a network drift; --drift must be one of {', '.join(LEARNED_FAMILIES)}, got {drift_name!r}")
+    searchable = searchable_families()
+    if drift_name not in searchable:
+        raise UserError(f"meta-training searches a drift's parameters; --drift must be one of {', '.join(searchable)}, got {drift_name!r}")
     targets = meta_targets(drift_name)
     routed = configs.route_overrides(overrides, targets)
     top = {k: v for k, v in data.items() if k in top_level} | routed["meta"]
     es_values = dict(data.get("es") or {}) | routed["es"]
-    yaml_options = data.get("drift_options") or MetaConfig().drift_options
+    # A config without drift_options gets PPO-initialised networks (the ES then starts at PPO);
+    # an explicit mapping, even an empty one, is taken as written.
+    if "drift_options" in data:
+        yaml_options = data["drift_options"] or {}
+    else:
+        yaml_options = {"ppo_init": True} if drift_name in ("lpo", "ta_lpo") else {}
     drift_options = configs.route_overrides({f"drift.{k}": v for k, v in yaml_options.items()}, targets)["drift"] | routed["drift"]
     task_overrides = routed["ppo"] | routed["env"]
     raw_tasks = data.get("tasks") or [{"env": "CartPole-v1"}]
@@ -136,12 +144,21 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
         raise UserError(str(error)) from None
     if config.normalize not in ("auto", "ppo", "none"):
         raise UserError(f"normalize must be auto, ppo or none, got {config.normalize!r}")
-    for name in ("generations", "seeds", "checkpoint_every"):
+    if config.validate_every < 0:
+        raise UserError(f"validate_every must be >= 0 (0 turns validation off), got {config.validate_every}")
+    for name in ("generations", "seeds", "checkpoint_every", "validation_seeds"):
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.population_chunk is not None and config.population_chunk < 1:
         raise UserError(f"population_chunk must be >= 1, got {config.population_chunk}")
     return config
+
+
+def searchable_families() -> list[str]:
+    """Registered drift families with parameters for the ES to search: the networks (LPO, TA-LPO)
+    and the closed forms (PPO-clip's ε, DPO's α and β, ``dpo_poly``'s coefficients)."""
+    return [name for name in drift_functions.registered()
+            if jax.tree.leaves(drift_functions.make(name).init(jax.random.PRNGKey(0)))]
 
 
 def make_drift(config: MetaConfig) -> drift_functions.Drift:
@@ -153,41 +170,6 @@ def make_drift(config: MetaConfig) -> drift_functions.Drift:
 
 def task_specs(config: MetaConfig) -> list[TrainSpec]:
     return [configs.load_train_spec(task.env, task.overrides)[0] for task in config.tasks]
-
-
-# ---- fitness ------------------------------------------------------------------
-
-
-def make_fitness_fn(specs: list[TrainSpec], drift, num_seeds: int, references: np.ndarray | None) -> Callable:
-    """``fitness(key, drift_params) -> ()``: mean over tasks of (final return / reference).
-
-    Each task trains ``num_seeds`` learners (keys split from ``fold_in(key, task)``)
-    as one :func:`rl_algos.ppo.make_train_batch` batch.
-    """
-    batches = [make_train_batch(spec.ppo, spec.make_env(), drift, SEEDS) for spec in specs]
-    scale = None if references is None else jnp.asarray(references, jnp.float32)
-
-    def fitness(key, drift_params):
-        scores = []
-        for index, train_batch in enumerate(batches):
-            keys = jax.random.split(jax.random.fold_in(key, index), num_seeds)
-            score = jnp.mean(train_batch(keys, drift_params).final_returns)
-            scores.append(score if scale is None else score / scale[index])
-        return jnp.mean(jnp.stack(scores))
-
-    return fitness
-
-
-def reference_returns(specs: list[TrainSpec], num_seeds: int, seed: int) -> np.ndarray:
-    """PPO-clip's mean final return on each task (the multi-task normaliser)."""
-    values = []
-    for spec in specs:
-        result = run_seeds(spec, resolve_drift("ppo_clip"), num_seeds, seed=seed, description=f"reference PPO on {spec.env}")
-        value = float(np.nanmean(result.final_returns))
-        if not np.isfinite(value) or abs(value) < 1e-8:
-            raise UserError(f"PPO's reference return on {spec.env} is {value}; cannot normalise by it (set normalize: none)")
-        values.append(value)
-    return np.asarray(values, np.float64)
 
 
 # ---- checkpoints ----------------------------------------------------------------
@@ -275,6 +257,7 @@ class MetaRun:
     references: np.ndarray | None
     mesh: Any
     run_key: jax.Array
+    validation: Validation | None = None
 
     @property
     def env_steps_per_generation(self) -> int:
@@ -303,7 +286,7 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
     """Run generations ``start .. stop-1``; checkpoint every ``checkpoint_every`` and at ``stop``."""
     rows = [row for row in read_metrics(out) if row["generation"] < start]
     for generation in range(start, stop):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         key = jax.random.fold_in(run.run_key, generation)
         state, stats = meta.run_generation(run.strategy, state, key, run.fitness_fn, mesh=run.mesh,
                                            chunk_size=run.config.population_chunk)
@@ -322,8 +305,13 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
             "env_steps_per_second": run.env_steps_per_generation / max(seconds, 1e-9),
             "fitness": [_finite_or_none(v) for v in fitness],
         }
-        rows.append(row)
+        previous = rows[-1] if rows else {}
+        row["env_steps_total"] = previous.get("env_steps_total", 0) + run.env_steps_per_generation
+        row["cpu_seconds_total"] = previous.get("cpu_seconds_total", 0.0) + (time.process_time() - cpu_started)
         completed = generation + 1
+        if run.validation is not None and completed % run.config.validate_every == 0:
+            row["validation"] = validate(run, state, rows, out, completed)
+        rows.append(row)
         write_metrics(out, rows)
         if completed % run.config.checkpoint_every == 0 or completed == stop:
             save_checkpoint(out, Checkpoint(completed, state, run.references, run.config.to_dict()))
@@ -331,6 +319,18 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
         if on_generation is not None:
             on_generation(row)
     return state, rows
+
+
+def validate(run: MetaRun, state, rows: list[dict], out: Path, generation: int) -> dict:
+    """Score the ES mean on the validation seeds; keep it as ``best_validated_drift.npz`` if it is the best so far."""
+    result = run.validation.score(run.strategy.mean(state))
+    previous = [r["validation"]["score"] for r in rows if r.get("validation") and r["validation"]["score"] is not None]
+    if result["score"] is not None and result["score"] > max(previous, default=-np.inf):
+        mean = jax.tree.map(np.asarray, run.strategy.mean(state))
+        save_artifact(out / "best_validated_drift.npz", run.drift, mean, {
+            "label": f"{run.drift.name}-validated", "generation": generation, "validation": result,
+            "es_algorithm": run.strategy.config.algorithm, "envs": [task.env for task in run.config.tasks]})
+    return result
 
 
 def _finite_or_none(value) -> float | None:

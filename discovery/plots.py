@@ -56,6 +56,15 @@ def plot_fitness_curve(rows: list[dict], path: str | Path, title: str) -> Path:
     (line,) = ax.plot(generations, mean, label="population mean", linewidth=1.6)
     ax.fill_between(generations, low, high, color=line.get_color(), alpha=0.15, linewidth=0, label="population min–max")
     ax.plot(generations, column("best_fitness"), label="best so far", linewidth=1.2, linestyle="--")
+    validated = [(row["generation"] + 1, row["validation"]["score"]) for row in rows
+                 if row.get("validation") and row["validation"]["score"] is not None]
+    if validated:
+        axv = ax.twinx()
+        x, y = zip(*validated)
+        axv.plot(x, y, "o-", color="black", linewidth=1.2, markersize=3, label="ES mean on fresh seeds (PPO = 1)")
+        axv.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
+        axv.set_ylabel("validation score (PPO = 1)")
+        axv.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness")
     ax.set_title(title)

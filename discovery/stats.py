@@ -118,3 +118,13 @@ def aggregate_scores(scores: dict[str, np.ndarray], reps: int = 2000, seed: int 
             row |= {name: point, f"{name}_ci_low": low, f"{name}_ci_high": high}
         result[label] = row
     return result
+
+
+def normalized_score(returns, random_return, reference_return):
+    """``(R − R_random) / (R_ref − R_random)``: 0 = a uniform-random policy, 1 = the reference (PPO).
+
+    Unlike ``R / R_ref`` it ranks correctly where returns are negative (Acrobot:
+    −70 beats −85 and scores higher) and where ``R_ref`` is near 0. Works on
+    NumPy and JAX arrays and broadcasts; callers make sure ``R_ref ≠ R_random``.
+    """
+    return (returns - random_return) / (reference_return - random_return)

@@ -16,7 +16,7 @@ import meta
 from discovery import configs
 from discovery.bench.presets import PopulationCase
 from discovery.bench.timing import MemoryWatch, Timed, batch_compile, cpu_seconds, jit_compile, summarise
-from discovery.meta_training import make_fitness_fn
+from discovery.fitness import make_fitness_fn
 from discovery.progress import status
 from discovery.training import seed_keys
 from rl_algos.ppo import MEMBERS, SEEDS, HParams, PPOConfig, make_train_batch

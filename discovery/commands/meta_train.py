@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import jax
+import numpy as np
 import yaml
 
 import meta
@@ -14,6 +15,7 @@ from discovery import meta_training as mt
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import resolve_drift
 from discovery.errors import UserError
+from discovery.fitness import build_validation, reference_returns
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.plots import plot_fitness_curve
 from discovery.progress import make_progress, status
@@ -36,7 +38,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", default=None, help="meta-training YAML (configs/meta/*.yaml)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    parser.add_argument("--drift", choices=mt.LEARNED_FAMILIES, default=None, help="learned drift family (default: from config)")
+    parser.add_argument("--drift", default=None,
+                        help="drift family whose parameters the ES searches: lpo, ta_lpo, or a closed form (dpo, dpo_poly, ppo_clip) (default: from config)")
     parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
     parser.add_argument("--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members")
     add_run_arguments(parser, out_help="new run directory (default: runs/meta_<time>)", seed_default=None,
@@ -98,11 +101,16 @@ def run(args, extra: list[str]) -> int:
         out = prepare_run_dir(out, overwrite=args.overwrite)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    if config.uses_reference and references is None:
-        references = mt.reference_returns(run_.specs, config.seeds, config.seed)
-        status("reference PPO returns: " + ", ".join(f"{s.env} {r:.1f}" for s, r in zip(run_.specs, references)))
+    if references is None or np.ndim(references) != 2:  # runs from before random normalisation stored PPO's only
+        references = reference_returns(run_.specs, config.seeds, config.seed)
+    status("reference returns (random policy → PPO-clip): "
+           + ", ".join(f"{s.env} {r[0]:.4g} → {r[1]:.4g}" for s, r in zip(run_.specs, references)))
     mesh = meta.make_population_mesh() if jax.local_device_count() > 1 else None
     run_ = mt.build_run(config, references, mesh)
+    if config.validate_every:
+        status(f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds per task…[/dim]")
+        run_.validation = build_validation(run_.specs, run_.drift, config.validation_seeds, config.seed, references[:, 0])
+        status("validation PPO returns: " + ", ".join(f"{s.env} {r:.4g}" for s, r in zip(run_.specs, run_.validation.ppo_returns)))
     if state is None:
         state = mt.initial_state(run_)
 
@@ -125,7 +133,14 @@ def run(args, extra: list[str]) -> int:
             status(f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max {row['fitness_max'] or float('nan'):.4g}, "
                    f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
                    f"({row['env_steps_per_second']:,.0f} env-steps/s)")
-        wandb_run.log({k: v for k, v in row.items() if k != "fitness" and v is not None}, step=row["generation"])
+        validation = row.get("validation")
+        if validation:
+            status(f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) on "
+                   f"fresh seeds; returns {', '.join(f'{v:.4g}' for v in validation['returns'])}")
+        logged = {k: v for k, v in row.items() if k not in ("fitness", "validation") and v is not None}
+        if validation and validation["score"] is not None:
+            logged["validation_score"] = validation["score"]
+        wandb_run.log(logged, step=row["generation"])
 
     started = time.perf_counter()
     if start < config.generations:
