@@ -35,11 +35,12 @@ def test_writes_every_file(evaluated):
     for name in ("results.csv", "results.json", "results.md", "evaluation.json", "curves_CartPole-v1.png", "normalized_scores.png"):
         assert (evaluated / name).is_file(), name
     assert sorted(p.name for p in (evaluated / "cells").iterdir()) == [
-        "CartPole-v1__dpo.json", "CartPole-v1__dpo.npz", "CartPole-v1__ppo.json", "CartPole-v1__ppo.npz"]
+        "CartPole-v1__dpo.json", "CartPole-v1__dpo.npz", "CartPole-v1__ppo.json", "CartPole-v1__ppo.npz",
+        "CartPole-v1__random.json"]
     assert_png(evaluated / "curves_CartPole-v1.png")
     assert_png(evaluated / "normalized_scores.png")
     markdown = (evaluated / "results.md").read_text()
-    assert "| CartPole-v1 | ppo |" in markdown and "| CartPole-v1 | dpo |" in markdown
+    assert "| CartPole-v1 | – | ppo |" in markdown and "| CartPole-v1 | – | dpo |" in markdown
 
 
 def test_csv_and_json_rows_are_consistent(evaluated):
@@ -57,11 +58,19 @@ def test_csv_and_json_rows_are_consistent(evaluated):
         recorded_wall = float(row["wall_seconds"])  # the column is filled in (not a speed check)
         assert recorded_wall > 0
     assert results["reference"] == "ppo"
+    # (R − R_random) / (R_ppo − R_random): PPO scores exactly 1, a random policy 0.
+    random_return = float(rows[0]["random_return"])
+    assert 15 < random_return < 30  # a uniform-random CartPole policy lasts about 22 steps
     assert float(rows[0]["normalized_mean"]) == pytest.approx(1.0, rel=1e-5)
     ppo_mean = float(rows[0]["mean"])
-    assert float(rows[1]["normalized_mean"]) == pytest.approx(float(rows[1]["mean"]) / ppo_mean, rel=1e-5)
-    assert set(results["aggregate"]) == {"ppo", "dpo"}
-    assert results["aggregate"]["ppo"]["envs"] == ["CartPole-v1"]
+    expected = (float(rows[1]["mean"]) - random_return) / (ppo_mean - random_return)
+    assert float(rows[1]["normalized_mean"]) == pytest.approx(expected, rel=1e-5)
+    assert float(rows[1]["return_ratio"]) == pytest.approx(float(rows[1]["mean"]) / ppo_mean, rel=1e-5)
+    aggregate = results["aggregates"]["all"]
+    assert aggregate["tasks"] == ["CartPole-v1"] and set(aggregate["aggregate"]) == {"ppo", "dpo"}
+    assert aggregate["aggregate"]["ppo"]["mean"] == pytest.approx(1.0, rel=1e-5)
+    low, point, high = aggregate["improvement"]["dpo"][1], aggregate["improvement"]["dpo"][0], aggregate["improvement"]["dpo"][2]
+    assert 0.0 <= low <= point <= high <= 1.0
 
 
 def test_same_seeds_for_every_drift(evaluated):

@@ -14,7 +14,7 @@ from discovery.drift_plots import Panel, panels_for, plot_drift_panels, referenc
 from discovery.drifts import resolve_drift
 from discovery.commands.arguments import add_wandb_arguments
 from discovery.errors import UserError
-from discovery.evaluate import WandbOptions, run_evaluation, split_list
+from discovery.evaluate import WandbOptions, env_tasks, run_evaluation, split_list
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.progress import status
 
@@ -137,7 +137,7 @@ def run(args, extra: list[str]) -> int:
     if args.check:
         status(f"checking the fits by training on {env} ({args.check_seeds} seeds each)…")
         evaluation = run_evaluation(
-            [learned.source] + [str(paths[f.family]) for f in fits], [env], out / "check",
+            [learned.source] + [str(paths[f.family]) for f in fits], env_tasks([env], overrides), out / "check",
             num_seeds=args.check_seeds, seed=args.seed, overrides=overrides, reference=learned.source,
             overwrite=args.overwrite, wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_group),
         )

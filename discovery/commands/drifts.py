@@ -5,12 +5,10 @@ from __future__ import annotations
 import inspect
 
 import jax
-from rich.markup import escape
 
 import drift_functions
 from discovery.artifacts import ArtifactError, load_artifact
 from discovery.drifts import DISCOVERED_DIR, discovered
-from discovery.progress import status
 
 
 # One line per built-in family; a family registered later is described by its factory's docstring.
@@ -67,5 +65,5 @@ def run(args, extra: list[str]) -> int:
     shipped = discovered()
     lines.append(f"Discovered drifts shipped in {DISCOVERED_DIR.relative_to(DISCOVERED_DIR.parents[1])}/ (--drift STEM):")
     lines += ["  " + discovered_line(stem, path) for stem, path in shipped.items()] or ["  (none yet)"]
-    status(escape("\n".join(lines)))
+    print("\n".join(lines))  # a listing: plain text on stdout, for grep and pipes
     return 0

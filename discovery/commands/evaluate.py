@@ -8,10 +8,12 @@ from pathlib import Path
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import split_drift_list
 from discovery.errors import UserError
-from discovery.evaluate import WandbOptions, run_evaluation, split_list
+from discovery.evaluate import WandbOptions, env_tasks, run_evaluation, split_list, suite_tasks
+from discovery.suites import ROLES, load_suite
 from discovery.progress import status
 
-EXAMPLE = "discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out runs/eval"
+EXAMPLE = ("discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out runs/eval; "
+           "discovery evaluate --suite cpu --drifts ppo,dpo,lpo_cpu_suite --seeds 16 --seed 9100 --out runs/suite")
 
 
 def register(subparsers) -> None:
@@ -24,7 +26,10 @@ def register(subparsers) -> None:
         "to every env. Example: " + EXAMPLE,
     )
     parser.add_argument("--drifts", default="ppo,dpo", help="comma-separated drifts: names, NAME:key=value,... or artifact paths (default: ppo,dpo)")
-    parser.add_argument("--envs", default="CartPole-v1", help="comma-separated environment names (default: CartPole-v1)")
+    parser.add_argument("--envs", default=None, help="comma-separated environment names (default: CartPole-v1 unless --suite)")
+    parser.add_argument("--suite", default=None, help="a task suite: a name in configs/suites/ (e.g. cpu) or a suite YAML path; "
+                        "scores are aggregated per role (train / held_out)")
+    parser.add_argument("--roles", default=None, help=f"with --suite: only these roles, comma-separated ({', '.join(ROLES)})")
     parser.add_argument("--reference", default=None, help="drift that scores are normalised by (default: the ppo/ppo_clip entry, if any)")
     parser.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples for the CIs (default: 2000)")
     add_run_arguments(parser, out_help="output directory (default: runs/evaluate_<time>); reuse it to resume",
@@ -38,10 +43,23 @@ def run(args, extra: list[str]) -> int:
     overrides = overrides_from(args, extra)
     if args.bootstrap_reps < 1:
         raise UserError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
+    if args.suite and args.envs:
+        raise UserError("give --envs or --suite, not both")
+    if args.roles and not args.suite:
+        raise UserError("--roles selects tasks of a --suite")
+    if args.suite:
+        roles = tuple(split_list(args.roles)) if args.roles else None
+        bad = sorted(set(roles or ()) - set(ROLES))
+        if bad:
+            raise UserError(f"unknown role(s) {', '.join(bad)}; valid roles: {', '.join(ROLES)}")
+        suite = load_suite(args.suite)
+        tasks = suite_tasks(suite, overrides, roles)
+    else:
+        suite, tasks = None, env_tasks(split_list(args.envs or "CartPole-v1"), overrides)
     out = Path(args.out or f"runs/evaluate_{datetime.now():%Y%m%d-%H%M%S}")
     report = run_evaluation(
         split_drift_list(args.drifts),
-        split_list(args.envs),
+        tasks,
         out,
         num_seeds=args.seeds,
         seed=args.seed,
@@ -50,6 +68,7 @@ def run(args, extra: list[str]) -> int:
         overwrite=args.overwrite,
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_group),
         bootstrap_reps=args.bootstrap_reps,
+        suite=suite.name if suite else None,
     )
     status((report.out / "results.md").read_text().split("## Settings")[0].rstrip())
     status(f"wrote {report.out}/results.csv, results.json, results.md and {sum(p.suffix == '.png' for p in report.files)} plots")

@@ -1,5 +1,6 @@
-"""The drift × env evaluation grid: ``grid`` (cells, resume), ``report`` (statistics, tables, W&B), ``plots``."""
+"""The drift × task evaluation grid: ``grid`` (tasks, cells, resume), ``report`` (statistics, tables, W&B),
+``suite_report`` (normalised scores, per-role aggregates, probability of improvement), ``plots``."""
 
-from discovery.evaluate.grid import EvaluationReport, WandbOptions, run_evaluation, split_list
+from discovery.evaluate.grid import EvaluationReport, Task, WandbOptions, env_tasks, run_evaluation, split_list, suite_tasks
 
-__all__ = ["EvaluationReport", "WandbOptions", "run_evaluation", "split_list"]
+__all__ = ["EvaluationReport", "Task", "WandbOptions", "env_tasks", "run_evaluation", "split_list", "suite_tasks"]

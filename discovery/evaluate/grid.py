@@ -1,29 +1,33 @@
 """The evaluation grid behind ``discovery evaluate`` (and ``discovery distill --check``).
 
-Every (drift, env) *cell* trains all its seeds in one jitted, vmapped call
-(:func:`discovery.training.run_seeds`) with that env's settings from
-``configs/train/`` and the same seed keys for every drift, so comparisons
-between drifts on one env are paired.
+Every (drift, task) *cell* trains all its seeds in one jitted, vmapped call
+(:func:`discovery.training.run_seeds`) with that task's settings and the same
+seed keys for every drift, so comparisons between drifts on one task are
+paired. A *task* is an env with its ``configs/train/`` settings plus
+overrides: one per ``--envs`` entry, or the tasks of a suite
+(:mod:`discovery.suites`, with ``train`` / ``held_out`` roles).
 
 Layout of an evaluation directory::
 
     evaluation.json              the grid last asked for (drifts, envs, seeds, overrides)
-    cells/<env>__<drift>.npz     per-update metrics [seeds, updates] + final returns of one cell
-    cells/<env>__<drift>.json    its summary and *fingerprint*; written last, so it marks the cell done
-    results.csv / .json / .md    one row per drift × env, plus the across-env aggregate
-    curves_<env>.png             learning curves of every drift on that env (mean ± 95% CI)
-    normalized_scores.png        per-env and aggregate scores normalised by the reference drift
+    cells/<task>__<drift>.npz    per-update metrics [seeds, updates] + final returns of one cell
+    cells/<task>__<drift>.json   its summary and *fingerprint*; written last, so it marks the cell done
+    cells/<task>__random.json    the task's uniform-random-policy return (the score's zero)
+    results.csv / .json / .md    one row per drift × task, plus aggregates (per role for a suite)
+    curves_<task>.png            learning curves of every drift on that task (mean, bootstrap CI over seeds)
+    normalized_scores.png        per-task and aggregate normalised scores
 
 Resuming: a cell whose JSON exists with the same fingerprint (env settings,
 drift family/options/parameter hash, seeds, base seed) is loaded, not rerun;
 one with a different fingerprint is refused (a different evaluation lives
 there) unless ``overwrite`` is set.
 
-Normalisation: each final return is divided by the mean final return of the
-*reference* drift on the same env. The reference is the ``ppo_clip`` entry of
-the grid (``ppo``; the one with the default ε = 0.2 if there are several)
-unless one is named; with none in the grid, or where the reference's mean
-return is not positive, the normalised columns are left blank.
+Normalisation: each final return becomes ``(R − R_random) / (R_ref − R_random)``
+with ``R_ref`` the mean final return of the *reference* drift on the same task
+and ``R_random`` a uniform-random policy's (0 = random, 1 = the reference), so
+tasks with negative returns rank correctly. The reference is the ``ppo_clip``
+entry of the grid (``ppo``; the one with the default ε = 0.2 if there are
+several) unless one is named; with none in the grid the normalised columns are blank.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import numpy as np
 from discovery import configs
 from discovery.drifts import ResolvedDrift, resolve_drift
 from discovery.errors import UserError
+from discovery.fitness import random_return
+from discovery.suites import Suite
 from discovery.evaluate.report import log_cell_to_wandb, log_summary_to_wandb, summarise, write_reports
 from discovery.outputs import atomic_write_json, prepare_run_dir, read_npz, slug, write_npz
 from discovery.progress import make_progress, status
@@ -60,12 +66,30 @@ class WandbOptions:
     group: str | None = None
 
 
-@dataclasses.dataclass
-class Cell:
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One column of the grid: ``label`` (unique) names an env with its settings and a role."""
+
+    label: str
     env: str
     spec: configs.TrainSpec
+    fallback: bool  # the settings came from a family default file
+    role: str | None = None  # "train" / "held_out" for suite tasks
+
+
+@dataclasses.dataclass
+class Cell:
+    task: Task
     drift: ResolvedDrift
     name: str  # file stem under cells/
+
+    @property
+    def env(self) -> str:
+        return self.task.env
+
+    @property
+    def spec(self) -> configs.TrainSpec:
+        return self.task.spec
 
     @property
     def label(self) -> str:
@@ -88,7 +112,7 @@ class CellResult:
 class EvaluationReport:
     out: Path
     rows: list[dict[str, Any]]
-    aggregate: dict[str, dict[str, float]]
+    aggregates: dict[str, dict]  # group ("all", "train", "held_out") -> role statistics
     reference: str | None
     files: list[Path]
 
@@ -107,25 +131,76 @@ def params_digest(params: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def plan_cells(drift_texts: list[str], env_names: list[str], overrides: dict[str, Any]) -> tuple[list[ResolvedDrift], dict[str, tuple[configs.TrainSpec, bool]], list[Cell]]:
-    """Resolve every drift and env spec up front, so a typo fails before any training."""
-    if not drift_texts:
-        raise UserError("empty grid: no drifts given (e.g. --drifts ppo,dpo)")
-    if not env_names:
-        raise UserError("empty grid: no environments given (e.g. --envs CartPole-v1)")
-    resolved = [resolve_drift(text) for text in drift_texts]
-    labels = [r.label for r in resolved]
-    for label in labels:
-        if labels.count(label) > 1:
-            raise UserError(f"drift {label!r} appears twice in the grid; give each drift once")
-    slugs = [slug(label) for label in labels]
-    if len(set(slugs)) != len(slugs):
-        raise UserError(f"drift labels {labels} collide as file names; rename an artifact")
+def env_tasks(env_names: list[str], overrides: dict[str, Any]) -> list[Task]:
+    """One task per env id, with its ``configs/train`` settings and the command-line overrides."""
     if len(set(env_names)) != len(env_names):
         raise UserError(f"an environment appears twice in {env_names}")
-    specs = {env: configs.load_train_spec(env, overrides) for env in env_names}
-    cells = [Cell(env, specs[env][0], r, f"{slug(env)}__{slug(r.label)}") for env in env_names for r in resolved]
-    return resolved, specs, cells
+    tasks = []
+    for env in env_names:
+        spec, fallback = configs.load_train_spec(env, overrides)
+        tasks.append(Task(env, env, spec, fallback))
+    return tasks
+
+
+def suite_tasks(suite: Suite, overrides: dict[str, Any], roles: tuple[str, ...] | None = None) -> list[Task]:
+    """The suite's tasks (optionally only some roles); command-line overrides win over the suite's."""
+    tasks = []
+    for task in suite.tasks:
+        if roles is None or task.role in roles:
+            spec, fallback = configs.load_train_spec(task.env, {**task.overrides, **overrides})
+            tasks.append(Task(task.label, task.env, spec, fallback, task.role))
+    return tasks
+
+
+def plan_cells(drift_texts: list[str], tasks: list[Task]) -> tuple[list[ResolvedDrift], list[Cell]]:
+    """Resolve every drift up front (tasks are already resolved), so a typo fails before any training."""
+    if not drift_texts:
+        raise UserError("empty grid: no drifts given (e.g. --drifts ppo,dpo)")
+    if not tasks:
+        raise UserError("empty grid: no environments given (e.g. --envs CartPole-v1 or --suite cpu)")
+    resolved = unique_labels([resolve_drift(text) for text in drift_texts])
+    slugs = [slug(r.label) for r in resolved]
+    if len(set(slugs)) != len(slugs):
+        raise UserError(f"drift labels {[r.label for r in resolved]} collide as file names; rename an artifact")
+    cells = [Cell(task, r, f"{slug(task.label)}__{slug(r.label)}") for task in tasks for r in resolved]
+    return resolved, cells
+
+
+def unique_labels(resolved: list[ResolvedDrift]) -> list[ResolvedDrift]:
+    """Refuse a drift given twice; two artifacts with one label get longer, path-derived labels."""
+    sources = [r.source for r in resolved]
+    for source in sources:
+        if sources.count(source) > 1:
+            raise UserError(f"drift {source!r} appears twice in the grid; give each drift once")
+    labels = [r.label for r in resolved]
+    out = []
+    for r in resolved:
+        if labels.count(r.label) > 1 and r.source.endswith(".npz"):
+            r = dataclasses.replace(r, label=str(Path(r.source).with_suffix("")))
+        out.append(r)
+    labels = [r.label for r in out]
+    clash = sorted({label for label in labels if labels.count(label) > 1})
+    if clash:
+        raise UserError(f"drift label(s) {', '.join(clash)} appear twice in the grid; give each drift once")
+    return out
+
+
+def random_return_of(task: Task, out: Path, seed: int) -> float:
+    """The task's uniform-random-policy return, computed once and kept under ``cells/``."""
+    path = out / CELL_DIR / f"{slug(task.label)}__random.json"
+    settings = task.spec.to_dict()
+    settings.pop("source", None)
+    expected = {"env": task.env, "train": settings, "seed": seed}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if _canonical(saved.get("fingerprint")) == _canonical(expected):
+                return float(saved["random_return"])
+        except (OSError, ValueError, KeyError):
+            pass  # recomputed below: it is cheap and deterministic
+    value = random_return(task.spec, seed)
+    atomic_write_json(path, {"task": task.label, "random_return": value, "fingerprint": expected})
+    return value
 
 
 def pick_reference(resolved: list[ResolvedDrift], requested: str | None) -> str | None:
@@ -146,6 +221,7 @@ def fingerprint(cell: Cell, num_seeds: int, seed: int) -> dict[str, Any]:
     train.pop("source", None)
     return {
         "env": cell.env,
+        **({"task": cell.task.label} if cell.task.label != cell.env else {}),
         "train": train,
         "drift_family": cell.drift.drift.name,
         "drift_options": cell.drift.drift.options,
@@ -177,7 +253,7 @@ def _load_cell(cell: Cell, out: Path, expected: dict, overwrite: bool) -> CellRe
         old = saved.get("fingerprint") or {}
         changed = sorted(k for k in set(old) | set(expected) if _canonical(old.get(k)) != _canonical(expected.get(k)))
         raise UserError(
-            f"{out} already holds a different result for {cell.env} × {cell.label} (differs in: {', '.join(changed) or 'format'}); "
+            f"{out} already holds a different result for {cell.task.label} × {cell.label} (differs in: {', '.join(changed) or 'format'}); "
             "use another --out, or --overwrite to recompute it"
         )
     return CellResult(cell, arrays["final_returns"], arrays["episode_return"], arrays["env_steps"],
@@ -189,6 +265,7 @@ def _save_cell(out: Path, cell: Cell, result: TrainingResult, wall: float, expec
     write_npz(out / CELL_DIR / f"{cell.name}.npz",
               {"final_returns": result.final_returns, "env_steps": result.env_steps, **result.metrics}, compressed=True)
     atomic_write_json(out / CELL_DIR / f"{cell.name}.json", {
+        "task": cell.task.label,
         "env": cell.env,
         "drift": cell.label,
         "drift_source": cell.drift.source,
@@ -203,7 +280,7 @@ def _save_cell(out: Path, cell: Cell, result: TrainingResult, wall: float, expec
 
 def run_evaluation(
     drift_texts: list[str],
-    env_names: list[str],
+    tasks: list[Task],
     out: str | Path,
     *,
     num_seeds: int,
@@ -214,20 +291,25 @@ def run_evaluation(
     wandb: WandbOptions = WandbOptions(),
     show_progress: bool = True,
     bootstrap_reps: int = 2000,
+    suite: str | None = None,
 ) -> EvaluationReport:
-    """Train (or load) every cell of the drift × env grid and write the results (module docstring)."""
+    """Train (or load) every cell of the drift × task grid and write the results (module docstring).
+
+    ``overrides`` are recorded in the results (they are already applied to ``tasks``).
+    """
     if num_seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {num_seeds}")
     overrides = dict(overrides or {})
-    resolved, specs, cells = plan_cells(drift_texts, env_names, overrides)
+    resolved, cells = plan_cells(drift_texts, tasks)
     reference_label = pick_reference(resolved, reference)
     out = prepare_run_dir(out, overwrite=overwrite, resume_marker=GRID_FILE)
-    for env, (spec, fallback) in specs.items():
-        if fallback:
-            status(f"[yellow]no configs/train/{env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
+    for task in tasks:
+        if task.fallback:
+            status(f"[yellow]no configs/train/{task.env}.yaml: using the {Path(task.spec.source).stem} family defaults ({task.spec.source})[/yellow]")
     grid = {
         "drifts": [{"label": r.label, "source": r.source, "family": r.drift.name, "options": r.drift.options} for r in resolved],
-        "envs": {env: spec.to_dict() for env, (spec, _) in specs.items()},
+        "suite": suite,
+        "tasks": {task.label: {"role": task.role, **task.spec.to_dict()} for task in tasks},
         "seeds": num_seeds,
         "seed": seed,
         "overrides": {k: str(v) for k, v in overrides.items()},
@@ -245,18 +327,19 @@ def run_evaluation(
     atomic_write_json(out / GRID_FILE, grid)  # after the cells were checked: a refused grid leaves the directory as it was
     if results:
         status(f"resuming {out}: {len(results)} of {len(cells)} cells already done, skipping them")
-    status(f"evaluating {len(resolved)} drifts × {len(specs)} envs × {num_seeds} seeds: {len(todo)} cells to train → {out}")
+    status(f"evaluating {len(resolved)} drifts × {len(tasks)} tasks × {num_seeds} seeds: {len(todo)} cells to train → {out}")
+    random_returns = {task.label: random_return_of(task, out, seed) for task in tasks}
 
     progress = make_progress() if show_progress else None
     grid_task = progress.add_task("grid", total=len(cells), completed=len(results), rate="") if progress else None
     with progress or contextlib.nullcontext():
         for cell, expected in todo:
             config = cell.spec.ppo
-            status(f"cell {len(results) + 1}/{len(cells)}: [bold]{cell.env}[/bold] × [bold]{cell.label}[/bold] "
+            status(f"cell {len(results) + 1}/{len(cells)}: [bold]{cell.task.label}[/bold] × [bold]{cell.label}[/bold] "
                    f"({num_seeds} seeds × {config.env_steps:,} env steps)")
             started = time.perf_counter()
             result = run_seeds(cell.spec, cell.drift, num_seeds, seed=seed, show_progress=show_progress,
-                               description=f"{cell.env} · {cell.label}", progress=progress)
+                               description=f"{cell.task.label} · {cell.label}", progress=progress)
             wall = time.perf_counter() - started
             _save_cell(out, cell, result, wall, expected)
             cell_result = CellResult(cell, result.final_returns, result.metrics["episode_return"], result.env_steps,
@@ -271,7 +354,7 @@ def run_evaluation(
 
     order = {cell.name: i for i, cell in enumerate(cells)}
     results.sort(key=lambda r: order[r.cell.name])
-    rows, aggregate = summarise(results, specs, reference_label, bootstrap_reps, seed)
-    files = write_reports(out, results, rows, aggregate, specs, reference_label, grid)
-    log_summary_to_wandb(wandb, out, grid, rows, aggregate, files)
-    return EvaluationReport(out, rows, aggregate, reference_label, files)
+    rows, aggregates = summarise(results, tasks, reference_label, random_returns, bootstrap_reps, seed)
+    files = write_reports(out, results, rows, aggregates, tasks, reference_label, grid)
+    log_summary_to_wandb(wandb, out, grid, rows, aggregates, files)
+    return EvaluationReport(out, rows, aggregates, reference_label, files)
