@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on its small embedded default: meta-train an LPO drift on CartPole (CPU, a few
-# minutes), then train the learned drift, PPO and DPO at the same budget and print their returns.
+# The main job on its small embedded default: meta-train an LPO drift on CartPole where the drift
+# matters (CPU, ~10 minutes on 2 cores), then train the learned drift, the shipped discovered drifts,
+# PPO and DPO at the same budget on 16 fresh seeds, and print the table with a one-line reading.
 demo: $(STAMP)
 	$(BIN)/discovery meta-train --config configs/meta/cartpole_demo.yaml --compare --out demo_runs/meta_$$(date +%Y%m%d-%H%M%S)
 

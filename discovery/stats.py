@@ -128,3 +128,28 @@ def normalized_score(returns, random_return, reference_return):
     NumPy and JAX arrays and broadcasts; callers make sure ``R_ref ≠ R_random``.
     """
     return (returns - random_return) / (reference_return - random_return)
+
+
+def paired_difference(x, y, reps: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``x − y`` over paired seeds (same seed index = same environment seed), with a
+    percentile-bootstrap CI over seeds. ``x``, ``y``: ``[seeds]``; non-finite pairs are left out."""
+    diff = np.asarray(x, np.float64) - np.asarray(y, np.float64)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, (reps, diff.size))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    return float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def reading_of_difference(name: str, reference: str, difference: tuple[float, float, float]) -> str:
+    """One line that says what a paired difference and its CI show."""
+    mean, low, high = difference
+    if not np.isfinite(mean):
+        return f"{name} vs {reference}: no finite paired seeds"
+    if low > 0:
+        return f"{name} beats {reference} by {mean:.1f} [{low:.1f}, {high:.1f}] (paired seeds, 95% CI)"
+    if high < 0:
+        return f"{name} is worse than {reference} by {-mean:.1f} [{-high:.1f}, {-low:.1f}] (paired seeds, 95% CI)"
+    return f"{name} is not yet distinguishable from {reference}: difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (paired seeds, 95% CI)"

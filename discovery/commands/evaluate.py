@@ -31,6 +31,8 @@ def register(subparsers) -> None:
                         "scores are aggregated per role (train / held_out)")
     parser.add_argument("--roles", default=None, help=f"with --suite: only these roles, comma-separated ({', '.join(ROLES)})")
     parser.add_argument("--reference", default=None, help="drift that scores are normalised by (default: the ppo/ppo_clip entry, if any)")
+    parser.add_argument("--report", default=None, metavar="PATH",
+                        help="also write the results as a self-contained document (e.g. docs/RESULTS.md), figures in PATH's folder/results/")
     parser.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples for the CIs (default: 2000)")
     add_run_arguments(parser, out_help="output directory (default: runs/evaluate_<time>); reuse it to resume",
                       overwrite_help="recompute cells whose saved settings differ instead of refusing", seeds_default=8,
@@ -69,7 +71,10 @@ def run(args, extra: list[str]) -> int:
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_group),
         bootstrap_reps=args.bootstrap_reps,
         suite=suite.name if suite else None,
+        report=args.report,
     )
     status((report.out / "results.md").read_text().split("## Settings")[0].rstrip())
+    if args.report:
+        status(f"wrote {args.report}")
     status(f"wrote {report.out}/results.csv, results.json, results.md and {sum(p.suffix == '.png' for p in report.files)} plots")
     return 0

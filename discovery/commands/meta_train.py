@@ -9,17 +9,18 @@ from pathlib import Path
 import jax
 import numpy as np
 import yaml
+from rich.markup import escape
 
 import meta
 from discovery import meta_training as mt
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
-from discovery.drifts import resolve_drift
+from discovery.drifts import discovered, resolve_drift
 from discovery.errors import UserError
 from discovery.fitness import build_validation, reference_returns
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.plots import plot_fitness_curve
 from discovery.progress import make_progress, status
-from discovery.stats import mean_ci
+from discovery.stats import mean_ci, paired_difference, reading_of_difference
 from discovery.training import run_seeds
 from discovery.wandb_logging import WandbRun
 
@@ -44,8 +45,9 @@ def register(subparsers) -> None:
     parser.add_argument("--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members")
     add_run_arguments(parser, out_help="new run directory (default: runs/meta_<time>)", seed_default=None,
                       seeds_help="inner seeds per population member (default: from the config)")
-    parser.add_argument("--compare", action="store_true", help="at the end, train the learned drift, PPO and DPO on the first task and print their returns")
-    parser.add_argument("--compare-seeds", type=int, default=8, help="seeds for --compare (default: 8)")
+    parser.add_argument("--compare", action="store_true", help="at the end, train the learned drift, the shipped discovered drifts, "
+                        "PPO and DPO on the first task on fresh seeds, and print the table with a one-line reading")
+    parser.add_argument("--compare-seeds", type=int, default=16, help="fresh seeds per drift for --compare (default: 16)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host: one process per host; see README)")
     add_wandb_arguments(parser)
@@ -168,20 +170,27 @@ def run(args, extra: list[str]) -> int:
 
 
 def compare_on_first_task(run_: mt.MetaRun, out: Path, num_seeds: int, wandb_run) -> dict:
-    """Train the learned drift (ES mean), PPO and DPO on the first task at the meta-training budget."""
+    """Train the freshly learned drift (ES mean), every shipped discovered drift, PPO and DPO on the
+    first task at the meta-training budget, on fresh paired seeds, and say what the table shows."""
     spec = run_.specs[0]
     # Fresh seeds, disjoint from the ones the ES saw (those were fold_in(run_key, generation)).
     seed = run_.config.seed + 10_000
     rows = []
-    for text in (str(out / "drift.npz"), "ppo", "dpo"):
+    for text in [str(out / "drift.npz"), *discovered(), "ppo", "dpo"]:
         resolved = resolve_drift(text)
-        result = run_seeds(spec, resolved, num_seeds, seed=seed, description=f"compare {resolved.label}")
+        label = "learned (this run)" if text == str(out / "drift.npz") else resolved.label
+        result = run_seeds(spec, resolved, num_seeds, seed=seed, description=f"compare {label}")
         mean, low, high = mean_ci(result.final_returns)
-        rows.append({"drift": resolved.label, "mean": mean, "ci95": [low, high], "per_seed": result.final_returns.tolist()})
+        rows.append({"drift": label, "mean": mean, "ci95": [low, high], "per_seed": result.final_returns.tolist()})
+    ppo = next(r for r in rows if r["drift"] == "ppo")
+    readings = [reading_of_difference(r["drift"], "PPO", paired_difference(r["per_seed"], ppo["per_seed"], seed=seed))
+                for r in rows if r["drift"] not in ("ppo",)]
     width = max(len(r["drift"]) for r in rows)
-    lines = [f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds (final return, 95% CI):"]
+    lines = [f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds, the same for every drift (final return, 95% CI):"]
     lines += [f"  {r['drift']:<{width}}  {r['mean']:8.1f}  [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" for r in rows]
-    status("\n".join(lines))
-    atomic_write_json(out / "comparison.json", {"env": spec.env, "env_steps": spec.ppo.env_steps, "seeds": num_seeds, "rows": rows})
+    lines += ["", "Reading:"] + [f"  {line}" for line in readings]
+    status(escape("\n".join(lines)))
+    atomic_write_json(out / "comparison.json", {"env": spec.env, "env_steps": spec.ppo.env_steps, "seeds": num_seeds, "seed": seed,
+                                                "rows": rows, "readings": readings})
     wandb_run.log_table("comparison", ["drift", "mean", "ci_low", "ci_high"], [[r["drift"], r["mean"], *r["ci95"]] for r in rows])
-    return {"env": spec.env, "rows": rows}
+    return {"env": spec.env, "rows": rows, "readings": readings}

@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--progress", default="0,0.5,1", help="progress values for progress-dependent drifts (default: 0,0.5,1)")
     parser.add_argument("--no-reference", action="store_true", help="leave out the DPO(2, 0.6) and PPO-clip panels")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=run)
 
 
@@ -46,6 +47,8 @@ def run(args, extra: list[str]) -> int:
         raise UserError(f"--out must be a .png file, got {out}")
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a .png file name")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
     panels = [panel for text in texts for panel in panels_for(resolve_drift(text), progress_values=progress)]
     if not args.no_reference:
         panels += reference_panels()

@@ -49,6 +49,7 @@ from discovery.drifts import ResolvedDrift, resolve_drift
 from discovery.errors import UserError
 from discovery.fitness import random_return
 from discovery.suites import Suite
+from discovery.evaluate.public_report import write_public_report
 from discovery.evaluate.report import log_cell_to_wandb, log_summary_to_wandb, summarise, write_reports
 from discovery.outputs import atomic_write_json, prepare_run_dir, read_npz, slug, write_npz
 from discovery.progress import make_progress, status
@@ -292,6 +293,7 @@ def run_evaluation(
     show_progress: bool = True,
     bootstrap_reps: int = 2000,
     suite: str | None = None,
+    report: str | Path | None = None,
 ) -> EvaluationReport:
     """Train (or load) every cell of the drift × task grid and write the results (module docstring).
 
@@ -357,4 +359,6 @@ def run_evaluation(
     rows, aggregates = summarise(results, tasks, reference_label, random_returns, bootstrap_reps, seed)
     files = write_reports(out, results, rows, aggregates, tasks, reference_label, grid)
     log_summary_to_wandb(wandb, out, grid, rows, aggregates, files)
+    if report is not None:
+        files.append(write_public_report(Path(report), out, rows, aggregates, tasks, reference_label, grid, resolved))
     return EvaluationReport(out, rows, aggregates, reference_label, files)
