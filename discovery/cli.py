@@ -6,6 +6,10 @@ exposes ``register(subparsers)``, which adds its parser and sets
 declare are config overrides (``--key value`` or ``--key=value``), checked
 against the typed config of that command, so W&B sweep agents can pass any
 config field.
+
+Before any command module is imported (they import jax), :func:`main` sets
+XLA's host device count (:mod:`discovery.devices`: one CPU device per usable
+core) and, with ``--distributed``, joins the cluster (:mod:`discovery.distributed`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import importlib
 import os
 import sys
 
+from discovery import devices, distributed
 from discovery.errors import UserError
 
 # Order is the order of `discovery --help`.
@@ -50,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for name in distributed.COMMANDS:
+        if name in subparsers.choices:
+            distributed.add_arguments(subparsers.choices[name])
     return parser
+
+
+def _command_name(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,16 +72,35 @@ def main(argv: list[str] | None = None) -> int:
     # multi-threaded OpenBLAS inside them oversubscribes the cores (docs/PERFORMANCE.md). Read when
     # OpenBLAS loads, i.e. here, before numpy/scipy are imported.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    command = _command_name(argv)
+    try:
+        # Both must happen before jax is imported: the command modules below import it.
+        devices.configure_host_devices()
+        use_cluster, timeout = distributed.pre_parse(argv)
+        if use_cluster and command in distributed.COMMANDS:
+            distributed.initialize(command, timeout)
+    except UserError as error:
+        print(f"discovery{' ' + command if command else ''}: error: {error}", file=sys.stderr)
+        return UserError.exit_code
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    distributed.redirect_outputs(args)
     try:
         code = args.run(args, extra)
     except UserError as error:
+        if distributed.active():
+            distributed.exit_after_failure(str(error), UserError.exit_code)
         print(f"discovery {args.command}: error: {error}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
+        if distributed.active():
+            distributed.exit_after_failure("interrupted", 130)
         print("discovery: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if distributed.active():
+            distributed.exit_after_failure(None, 1, error)
+        raise
     return int(code or 0)
 
 

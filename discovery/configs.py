@@ -233,6 +233,8 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
     unknown = sorted(set(data) - {"env", "env_options", "ppo"})
     if unknown:
         raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: env, env_options, ppo")
+    if data.get("env") is not None and str(data["env"]) != env_name:
+        raise UserError(f"{path} is the config of {data['env']!r}, not {env_name!r}; pass --env {data['env']} or another config")
     routed = route_overrides(overrides or {}, train_targets())
     env_options = {**(data.get("env_options") or {}), **routed["env"]}
     ppo_values = {**(data.get("ppo") or {}), **routed["ppo"]}

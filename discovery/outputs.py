@@ -28,6 +28,12 @@ from discovery.errors import UserError
 TRACKED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "evosax", "gymnax", "brax", "numpy", "wandb", "rliable")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temp file beside ``path``, fsync, then rename over it."""
     path = Path(path)
@@ -38,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

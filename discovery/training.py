@@ -2,7 +2,12 @@
 
 ``train``, ``evaluate``, ``sweep``, ``meta-train --compare`` and ``bench`` all
 come through :func:`compile_batch`, so spreading the batch axis over devices
-is written once, there.
+is written once, there: the ``B`` learners are padded to a multiple of the
+device count (copies of the last learner, whose results are dropped) and
+sharded over a 1-D mesh of every device (every CPU core with
+:mod:`discovery.devices`; every process's devices in a ``--distributed`` run).
+Each learner's computation does not depend on which device runs it or on how
+many others share that device, so results are bit-identical to one device.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+import meta
 from discovery.configs import TrainSpec
 from discovery.drifts import ResolvedDrift
 from discovery.progress import TrainingProgress, status
 from rl_algos.ppo import SEEDS, BatchAxes, HParams, make_train_batch
+
+BATCH_AXIS = "batch"
 
 
 @dataclasses.dataclass
@@ -29,6 +38,7 @@ class TrainingResult:
     compile_seconds: float
     run_seconds: float
     params: Any = None  # final actor/critic parameters, leaves [*batch, ...]
+    devices: int = 1  # devices the batch was sharded over (all processes together)
 
     @property
     def steps_per_second(self) -> float:
@@ -49,13 +59,68 @@ def batch_size(axes: BatchAxes, *args) -> int:
     return sizes.pop()
 
 
-def compile_batch(train_batch, keys: jax.Array, drift_params, hparams: HParams | None):
-    """Ahead-of-time compile ``train_batch(keys, drift_params, hparams)`` for these arguments.
+def batch_mesh(devices=None) -> Mesh:
+    """A 1-D mesh (axis ``"batch"``) over ``devices``; by default every device of every process."""
+    return Mesh(np.asarray(jax.devices() if devices is None else list(devices)), (BATCH_AXIS,))
 
-    The one place where a batch of learners meets the devices: today one
-    ``jit``; placing the batch axis over a device mesh belongs here.
+
+@dataclasses.dataclass
+class CompiledBatch:
+    """A batch of ``size`` learners compiled for ``mesh``: call it like ``train_batch``.
+
+    ``__call__(keys, drift_params, hparams)`` pads the batched arguments to
+    ``padded`` learners, places them over the mesh (shared arguments are
+    replicated) and returns the padded, sharded :class:`BatchOutput`;
+    :meth:`fetch` turns that into host arrays of the ``size`` real learners.
     """
-    return jax.jit(train_batch).lower(keys, drift_params, hparams).compile()
+
+    executable: Any
+    axes: BatchAxes
+    mesh: Mesh
+    size: int
+    padded: int
+
+    @property
+    def devices(self) -> int:
+        return self.mesh.size
+
+    def place(self, keys, drift_params, hparams):
+        batched = NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS))
+        shared = NamedSharding(self.mesh, PartitionSpec())
+        placed = []
+        for axis, arg in zip(self.axes, (keys, drift_params, hparams)):
+            if arg is None:
+                placed.append(None)
+            elif axis is None:
+                placed.append(meta.place(arg, shared))
+            else:
+                placed.append(meta.place(meta.pad_leading(arg, self.mesh.size)[0], batched))
+        return tuple(placed)
+
+    def __call__(self, keys, drift_params, hparams):
+        return self.executable(*self.place(keys, drift_params, hparams))
+
+    def fetch(self, output):
+        """The output as host numpy arrays of the ``size`` real learners (gathered from every process)."""
+        return jax.tree.map(lambda x: x[: self.size], meta.fetch(output))
+
+
+def compile_batch(train_batch, keys: jax.Array, drift_params, hparams: HParams | None, axes: BatchAxes = SEEDS,
+                  mesh: Mesh | None = None) -> CompiledBatch:
+    """Ahead-of-time compile ``train_batch(keys, drift_params, hparams)`` for these arguments, sharded over ``mesh``.
+
+    The one place where a batch of learners meets the devices. ``axes`` says
+    which arguments carry the batch axis (the others are shared); ``mesh``
+    defaults to :func:`batch_mesh` (every device). The batch is padded to a
+    multiple of the device count with copies of its last learner.
+    """
+    mesh = batch_mesh() if mesh is None else mesh
+    size = batch_size(axes, keys, drift_params, hparams)
+    padded = size + (-size % mesh.size)
+    shape = CompiledBatch(None, axes, mesh, size, padded)
+    args = shape.place(keys, drift_params, hparams)
+    executable = jax.jit(train_batch, out_shardings=NamedSharding(mesh, PartitionSpec(BATCH_AXIS))).lower(*args).compile()
+    return dataclasses.replace(shape, executable=executable)
 
 
 def run_batch(
@@ -83,9 +148,11 @@ def run_batch(
     train_batch = make_train_batch(config, env, drift, axes, progress_callback=tracker.callback if tracker else None)
 
     start = time.perf_counter()
+    mesh = batch_mesh()
     if show_progress:
-        status(f"[dim]compiling {description} ({learners} learners, {config.num_updates} updates)…[/dim]")
-    compiled = compile_batch(train_batch, keys, drift_params, hparams)
+        status(f"[dim]compiling {description} ({learners} learners, {config.num_updates} updates, "
+               f"on {_devices_text(mesh)})…[/dim]")
+    compiled = compile_batch(train_batch, keys, drift_params, hparams, axes, mesh)
     compile_seconds = time.perf_counter() - start
 
     with tracker or contextlib.nullcontext():
@@ -95,10 +162,16 @@ def run_batch(
         output = jax.block_until_ready(compiled(keys, drift_params, hparams))
         run_seconds = time.perf_counter() - start
 
-    metrics = {name: np.asarray(value) for name, value in output.metrics.items()}
+    output = compiled.fetch(output)
     env_steps = np.arange(1, config.num_updates + 1, dtype=np.int64) * config.batch_size
-    params = jax.tree.map(np.asarray, output.params)
-    return TrainingResult(metrics, np.asarray(output.final_returns), env_steps, compile_seconds, run_seconds, params)
+    return TrainingResult(dict(output.metrics), output.final_returns, env_steps, compile_seconds, run_seconds, output.params,
+                          devices=compiled.devices)
+
+
+def _devices_text(mesh: Mesh) -> str:
+    processes = len({device.process_index for device in mesh.devices.flat})
+    text = f"{mesh.size} device{'s' if mesh.size != 1 else ''}"
+    return text + (f" in {processes} processes" if processes > 1 else "")
 
 
 def run_seeds(

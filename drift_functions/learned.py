@@ -70,6 +70,11 @@ def _learned_drift(net_out, ratio, advantage, ppo_init: bool, epsilon: float):
     return jax.nn.relu(net_out - FLATNESS_MARGIN)
 
 
+def _check_epsilon(epsilon) -> None:
+    if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and 0 < epsilon < float("inf")):
+        raise ValueError(f"epsilon (PPO-clip's range for ppo_init) must be a finite number > 0, got {epsilon!r}")
+
+
 def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.2) -> Drift:
     """LPO: ``drift = relu(net(x) [+ drift_ppo_clip] − 1e-4)`` with ``x`` = :func:`lpo_features`.
 
@@ -78,6 +83,7 @@ def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.
     """
     hidden_size = int(hidden_size)
     ppo_init = _check_bool(ppo_init)
+    _check_epsilon(epsilon)
 
     def init(key):
         return _init_weights(key, NUM_FEATURES, hidden_size, zeros=ppo_init)
@@ -98,6 +104,7 @@ def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float =
     """
     hidden_size = int(hidden_size)
     ppo_init = _check_bool(ppo_init)
+    _check_epsilon(epsilon)
 
     def init(key):
         return _init_weights(key, 2 * NUM_FEATURES, hidden_size, zeros=ppo_init)

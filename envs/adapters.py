@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs.base import Box, Discrete, Environment
@@ -47,7 +48,11 @@ class GymnaxEnvironment(Environment):
         if hasattr(space, "n"):
             self.action_space = Discrete(int(space.n))
         else:
-            self.action_space = Box(float(jnp.min(space.low)), float(jnp.max(space.high)), tuple(space.shape))
+            shape = tuple(space.shape)
+            low, high = (np.broadcast_to(np.asarray(b, np.float64), shape).reshape(-1) for b in (space.low, space.high))
+            same = np.all(low == low[0]) and np.all(high == high[0])
+            # Keep per-dimension bounds: collapsing them to (min, max) would let an action leave its own range.
+            self.action_space = Box(float(low[0]), float(high[0]), shape) if same else Box(tuple(low.tolist()), tuple(high.tolist()), shape)
         obs_space = self._env.observation_space(self.default_params)
         self.observation_shape = tuple(obs_space.shape)
         self.time_limit = None
@@ -73,6 +78,15 @@ class BraxInner:
     steps: jax.Array
 
 
+# Brax envs built for some backends only (brax 0.14: swimmer's model is `generalized`-only); the
+# first one listed is the env's default. Every other env defaults to `positional`, the fastest on a CPU.
+BRAX_ONLY_BACKENDS = {"swimmer": ("generalized",)}
+
+
+def default_backend(name: str) -> str:
+    return BRAX_ONLY_BACKENDS.get(name, ("positional",))[0]
+
+
 class BraxEnvironment(Environment):
     """A Brax 0.14 environment with a time limit and automatic reset.
 
@@ -86,10 +100,14 @@ class BraxEnvironment(Environment):
 
     family = "brax"
 
-    def __init__(self, name: str, backend: str = "positional", episode_length: int = 1000, action_repeat: int = 1, **env_kwargs: Any):
+    def __init__(self, name: str, backend: str | None = None, episode_length: int = 1000, action_repeat: int = 1, **env_kwargs: Any):
         brax_envs = _import_brax_envs()
+        backend = backend or default_backend(name)
         if backend not in BRAX_BACKENDS:
             raise ValueError(f"unknown brax backend {backend!r}; valid backends: {', '.join(BRAX_BACKENDS)}")
+        supported = BRAX_ONLY_BACKENDS.get(name)
+        if supported and backend not in supported:
+            raise ValueError(f"brax {name} supports only the {' / '.join(supported)} backend, not {backend!r}")
         if episode_length < 1 or action_repeat < 1:
             raise ValueError("episode_length and action_repeat must be >= 1")
         self.name = name

@@ -36,10 +36,11 @@ class Discrete:
 
 @dataclasses.dataclass(frozen=True)
 class Box:
-    """A real-valued action vector of ``shape`` bounded elementwise by ``low``/``high``."""
+    """A real-valued action vector of ``shape`` bounded elementwise by ``low``/``high``
+    (one number for every dimension, or a tuple with one bound per dimension)."""
 
-    low: float
-    high: float
+    low: float | tuple[float, ...]
+    high: float | tuple[float, ...]
     shape: tuple[int, ...]
 
 

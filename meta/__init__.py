@@ -22,7 +22,10 @@ from meta.es import (
 from meta.evaluation import (
     POPULATION_AXIS,
     evaluate_population,
+    fetch,
     make_population_mesh,
+    pad_leading,
+    place,
     population_size,
 )
 
@@ -37,8 +40,11 @@ __all__ = [
     "algorithm_class",
     "decay_schedule",
     "evaluate_population",
+    "fetch",
     "make_population_mesh",
     "make_strategy",
+    "pad_leading",
+    "place",
     "population_size",
     "run_generation",
     "sanitize_fitness",

@@ -7,7 +7,13 @@ The fitness function is user code that knows nothing of evolution strategies:
 `member` is one solution pytree (no population axis). The population is evaluated
 with `jax.vmap` under `jax.jit`, optionally split into sequential chunks (to bound
 memory) and optionally sharded over the devices of a 1-D mesh whose axis is named
-`"population"` (to use every local accelerator).
+`"population"` (to use every device: every CPU core, every accelerator, every
+process's devices in a multi-process run).
+
+Multi-process (`jax.distributed`): with a mesh over `jax.devices()`, every
+process calls `evaluate_population` with the same population and key; each
+evaluates only the members on its own devices, and the fitness vector is
+gathered so that every process gets all of it (and its ES state stays the same).
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ POPULATION_AXIS = "population"
 
 
 def make_population_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis name `"population"` over `devices` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else list(devices)
+    """A 1-D mesh with axis name `"population"` over `devices` (default: `jax.devices()`, every
+    device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("make_population_mesh needs at least one device.")
     return Mesh(np.asarray(devices), (POPULATION_AXIS,))
@@ -76,6 +83,51 @@ def _pad_leading(x: jax.Array, num_pad: int) -> jax.Array:
     return jnp.concatenate([x, jnp.repeat(x[-1:], num_pad, axis=0)], axis=0)
 
 
+def pad_leading(tree: PyTree, multiple: int) -> tuple[PyTree, int]:
+    """Pad every leaf's leading axis to a multiple of `multiple` with copies of its last row.
+
+    Returns `(padded, num_pad)`; the padding rows are valid inputs whose results are dropped.
+    """
+    size = population_size(tree)
+    num_pad = -size % multiple
+    return jax.tree.map(lambda x: _pad_leading(x, num_pad), tree), num_pad
+
+
+def place(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """Put every leaf of `tree` (the same value on every process) on `sharding`'s devices.
+
+    Within one process this is `jax.device_put`. When the mesh spans several
+    processes, each process supplies only the shards of its own devices
+    (`jax.make_array_from_callback`); typed PRNG keys travel as their key data.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def fetch(tree: PyTree) -> PyTree:
+    """Every leaf as a host numpy array holding its whole value, on every process (gathered across
+    processes when a leaf's shards live on several)."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(get, tree)
+
+
 def _evaluate_chunk(
     fitness_fn: FitnessFn,
     members: PyTree,
@@ -88,18 +140,17 @@ def _evaluate_chunk(
         return _evaluate_batch(fitness_fn, members, key, shared_key)
 
     n = population_size(members)
-    num_pad = -n % mesh.size
-    members = jax.tree.map(lambda x: _pad_leading(x, num_pad), members)
+    members, num_pad = pad_leading(members, mesh.size)
     member_sharding = NamedSharding(mesh, PartitionSpec(POPULATION_AXIS))
-    members = jax.device_put(members, member_sharding)
+    members = place(members, member_sharding)
     if shared_key:
-        key = jax.device_put(key, NamedSharding(mesh, PartitionSpec()))
+        key = place(key, NamedSharding(mesh, PartitionSpec()))
     else:
-        key = jax.device_put(_pad_leading(key, num_pad), member_sharding)
+        key = place(_pad_leading(key, num_pad), member_sharding)
     fitness = _evaluate_batch(fitness_fn, members, key, shared_key)
-    # Gather to one plain host array: the ES update then runs on the default device
-    # exactly as without a mesh.
-    return jnp.asarray(np.asarray(fitness)[:n])
+    # Gather to one plain host array (from every process): the ES update then runs on the
+    # default device exactly as without a mesh.
+    return jnp.asarray(fetch(fitness)[:n])
 
 
 def evaluate_population(
@@ -121,7 +172,8 @@ def evaluate_population(
             "all members sharing one inner seed per generation"), or a batch of P
             keys, one per member (typed (P,) or raw uint32 (P, 2)).
         mesh: optional 1-D mesh (axis `"population"`, see `make_population_mesh`).
-            The population axis is sharded over its devices; a population that is not
+            The population axis is sharded over its devices (of one or several
+            processes; every process then gets the whole fitness vector); a population that is not
             a multiple of the device count is padded with copies of its last member
             and the padding's fitness is dropped.
         chunk_size: optional number of members per jitted call; the chunks run one

@@ -48,8 +48,6 @@ def register(subparsers) -> None:
     parser.add_argument("--compare", action="store_true", help="at the end, train the learned drift, the shipped discovered drifts, "
                         "PPO and DPO on the first task on fresh seeds, and print the table with a one-line reading")
     parser.add_argument("--compare-seeds", type=int, default=16, help="fresh seeds per drift for --compare (default: 16)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host: one process per host; see README)")
     add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -64,8 +62,6 @@ def _collect_overrides(args, extra) -> dict:
 
 
 def run(args, extra: list[str]) -> int:
-    if args.distributed:
-        jax.distributed.initialize()
     overrides = _collect_overrides(args, extra)
     references = None
     state = None

@@ -54,7 +54,7 @@ class Policy:
             return action, action, categorical_log_prob(out, action)
         mean, log_std = out
         sample = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-        low, high = self.action_space.low, self.action_space.high
+        low, high = jnp.asarray(self.action_space.low), jnp.asarray(self.action_space.high)
         if self.distribution == "tanh_gaussian":
             env_action = low + (jnp.tanh(sample) + 1.0) * 0.5 * (high - low)
         else:
