@@ -116,9 +116,12 @@ def load_sweep_yaml(path: str | Path) -> SweepDefinition:
 
 def _as_float(name: str, value: Any) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise UserError(f"grid value {value!r} for {name} is not a number") from None
+    if not np.isfinite(number):  # an inf learning rate "trains" to NaN and could be marked best
+        raise UserError(f"grid value {value!r} for {name} is not finite; give finite numbers")
+    return number
 
 
 def _scalar_params(params: Any) -> dict[str, float]:
@@ -276,7 +279,7 @@ def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: Training
         "",
         f"Drift {plan.drifts[0].drift.name}; {ppo.env_steps:,} env steps per seed ({plan.spec.source}); final return = mean return of "
         f"the episodes ending in the last {ppo.final_return_window:.0%} of updates; 95% bootstrap CIs (rliable). "
-        f"Compile {result.compile_seconds:.1f} s, run {result.run_seconds:.1f} s.",
+        f"Compile {result.compile_seconds:.1f} s, run {result.run_seconds:.1f} s on {result.devices} device(s).",
         "",
         "| " + " | ".join(plan.columns) + " | mean [95% CI] | median | IQM [95% CI] | seeds |",
         "|" + "---|" * (len(plan.columns) + 4),

@@ -64,6 +64,13 @@ def batch_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(jax.devices() if devices is None else list(devices)), (BATCH_AXIS,))
 
 
+def default_mesh(learners: int) -> Mesh:
+    """Every device, or only ``learners`` of them when there are fewer learners and one process holds them all
+    (so a single learner is never padded with copies of itself)."""
+    devices = jax.devices()
+    return batch_mesh(devices[:learners] if jax.process_count() == 1 and learners < len(devices) else devices)
+
+
 @dataclasses.dataclass
 class CompiledBatch:
     """A batch of ``size`` learners compiled for ``mesh``: call it like ``train_batch``.
@@ -111,11 +118,12 @@ def compile_batch(train_batch, keys: jax.Array, drift_params, hparams: HParams |
 
     The one place where a batch of learners meets the devices. ``axes`` says
     which arguments carry the batch axis (the others are shared); ``mesh``
-    defaults to :func:`batch_mesh` (every device). The batch is padded to a
-    multiple of the device count with copies of its last learner.
+    defaults to :func:`batch_mesh` (every device, or only ``B`` of them when
+    ``B`` is smaller and one process runs). The batch is padded to a multiple
+    of the device count with copies of its last learner.
     """
-    mesh = batch_mesh() if mesh is None else mesh
     size = batch_size(axes, keys, drift_params, hparams)
+    mesh = default_mesh(size) if mesh is None else mesh
     padded = size + (-size % mesh.size)
     shape = CompiledBatch(None, axes, mesh, size, padded)
     args = shape.place(keys, drift_params, hparams)
@@ -148,7 +156,7 @@ def run_batch(
     train_batch = make_train_batch(config, env, drift, axes, progress_callback=tracker.callback if tracker else None)
 
     start = time.perf_counter()
-    mesh = batch_mesh()
+    mesh = default_mesh(learners)
     if show_progress:
         status(f"[dim]compiling {description} ({learners} learners, {config.num_updates} updates, "
                f"on {_devices_text(mesh)})…[/dim]")

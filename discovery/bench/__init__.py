@@ -29,6 +29,9 @@ What is measured, per environment case:
   evaluations never enter the figure; with ``brax_eval_envs = 0`` (the
   CPU presets) the evaluator is switched off altogether (``run_evals=False``),
   otherwise each evaluation's time is reported separately.
+* ``cores``: ``train`` with 8 seeds and one meta-generation of 32 members,
+  each on a mesh of one device and on a mesh of every device (one per CPU
+  core by default), as a speed-up beside the device count.
 * ``population``: ``P`` learners (PPO-initialised LPO drifts, perturbed like
   an ES population) trained by one ``jit(vmap(train))`` call vs the same ``P``
   learners run one after another through the single-learner compiled
@@ -52,7 +55,7 @@ from typing import Any
 
 from discovery import configs
 from discovery.bench.brax import BRAX_WARMUP_EPOCHS, bench_brax, brax_kwargs
-from discovery.bench.measure import ProgressSink, bench_population, learner_timer, limit_timer, ours_timer
+from discovery.bench.measure import ProgressSink, bench_cores, bench_population, learner_timer, limit_timer, ours_timer
 from discovery.bench.presets import PRESETS, EnvCase, PopulationCase, Preset
 from discovery.bench.report import render_markdown
 from discovery.bench.timing import Timed
@@ -62,7 +65,7 @@ from discovery.progress import status
 __all__ = ["PARTS", "PRESETS", "EnvCase", "PopulationCase", "Preset", "brax_kwargs", "render_markdown", "run_bench"]
 
 
-PARTS = ("limit", "learner", "ours", "brax", "population")
+PARTS = ("limit", "learner", "ours", "brax", "population", "cores")
 
 
 def bench_case(case: EnvCase, preset: Preset, repeats: int, parts: tuple[str, ...]) -> dict:
@@ -154,6 +157,13 @@ def run_bench(preset: Preset, repeats: int | None = None, envs_filter: tuple[str
             if envs_filter is None or case.env in envs_filter:
                 status(f"  population {case.env}: sizes {', '.join(map(str, case.sizes))}, meta-generation {case.meta_size}…")
                 populations.append(bench_population(case, repeats))
+    cores = []
+    if "cores" in parts:
+        for case in preset.cores:
+            if envs_filter is None or case.env in envs_filter:
+                status(f"  cores {case.env}: train with {case.seeds} seeds and a meta-generation of {case.meta_size}, "
+                       "1 device vs all…")
+                cores.append(bench_cores(case, repeats))
     return {
         "preset": preset.name,
         "description": preset.description,
@@ -161,6 +171,7 @@ def run_bench(preset: Preset, repeats: int | None = None, envs_filter: tuple[str
         "timing": "median of the timed repetitions after a separate compile and one warm-up call; compile reported separately",
         "cases": results,
         "populations": populations,
+        "cores": cores,
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wall_s": time.time() - started,
         "environment": environment_info(),

@@ -14,11 +14,11 @@ import numpy as np
 import drift_functions
 import meta
 from discovery import configs
-from discovery.bench.presets import PopulationCase
+from discovery.bench.presets import CoresCase, PopulationCase
 from discovery.bench.timing import MemoryWatch, Timed, batch_compile, cpu_seconds, jit_compile, summarise
 from discovery.fitness import make_fitness_fn
 from discovery.progress import status
-from discovery.training import seed_keys
+from discovery.training import batch_mesh, compile_batch, seed_keys
 from rl_algos.ppo import MEMBERS, SEEDS, HParams, PPOConfig, make_train_batch
 from rl_algos.ppo.policy import Policy
 from rl_algos.ppo.train import Batch, make_optimizer, sgd_epochs
@@ -205,3 +205,59 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
         "sizes": rows,
         "meta_generation": meta_result,
     }
+
+
+# ---- one device vs every device -------------------------------------------------------------
+
+
+def bench_cores(case: CoresCase, repeats: int) -> dict:
+    """``train`` with ``case.seeds`` seeds and one meta-generation, on one device vs every device (interleaved rounds).
+
+    Returns env-steps/s (wall and CPU time) for each, their ratio beside the
+    device count, and whether the results were bit-identical.
+    """
+    devices = jax.devices()
+    meshes = {"one": batch_mesh(devices[:1]), "all": batch_mesh(devices)}
+    spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
+    env, config = spec.make_env(), spec.ppo
+    drift = drift_functions.make("ppo_clip")
+    params, hparams = drift.init(None), HParams.from_config(config)
+    train_batch = make_train_batch(config, env, drift, SEEDS)
+    train = {name: Timed(f"train_{name}", functools.partial(compile_batch, train_batch, mesh=mesh),
+                         lambda r: (seed_keys(r, case.seeds), params, hparams), case.seeds * config.env_steps)
+             for name, mesh in meshes.items()}
+
+    meta_spec, _ = configs.load_train_spec(case.env, {**case.overrides, **case.meta_overrides})
+    lpo = drift_functions.make("lpo", ppo_init=True)
+    members = population_params(lpo, case.meta_size, 0.05, jax.random.PRNGKey(1))
+    fitness = make_fitness_fn([meta_spec], lpo, 1, None)
+    population_meshes = {"one": None, "all": meta.make_population_mesh(devices)}
+
+    def generation_compiler(mesh):
+        def compile_generation(key, population):
+            meta.evaluate_population(fitness, population, key, mesh=mesh)  # the first call compiles
+            return lambda key, population: meta.evaluate_population(fitness, population, key, mesh=mesh)
+        return compile_generation
+
+    generation = {name: Timed(f"generation_{name}", generation_compiler(mesh), lambda r: (jax.random.PRNGKey(r), members),
+                              case.meta_size * meta_spec.ppo.env_steps) for name, mesh in population_meshes.items()}
+    for _ in range(repeats):
+        for timer in (*train.values(), *generation.values()):
+            timer.run_once()
+
+    same_train = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+        jax.tree.leaves(train["one"].compiled.fetch(train["one"].compiled(seed_keys(0, case.seeds), params, hparams)).final_returns),
+        jax.tree.leaves(train["all"].compiled.fetch(train["all"].compiled(seed_keys(0, case.seeds), params, hparams)).final_returns)))
+    key = jax.random.PRNGKey(0)
+    same_generation = bool(np.array_equal(np.asarray(generation["one"].compiled(key, members)),
+                                          np.asarray(generation["all"].compiled(key, members))))
+    result = {"env": case.env, "devices": len(devices), "seeds": case.seeds, "meta_size": case.meta_size,
+              "train_env_steps": config.env_steps, "meta_env_steps_per_member": meta_spec.ppo.env_steps}
+    for part, timers in (("train", train), ("meta_generation", generation)):
+        one, every = timers["one"].result(), timers["all"].result()
+        result[part] = {"one_device": one, "all_devices": every,
+                        "speedup": one["median_s"] / every["median_s"],
+                        "bit_identical": same_train if part == "train" else same_generation}
+        status(f"  cores {case.env} {part}: 1 device {one['env_steps_per_s']:,.0f}, {len(devices)} devices "
+               f"{every['env_steps_per_s']:,.0f} env-steps/s (×{result[part]['speedup']:.2f} of at most ×{len(devices)})")
+    return result

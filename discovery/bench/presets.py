@@ -37,11 +37,28 @@ class PopulationCase:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoresCase:
+    """One device vs every device: ``train`` with ``seeds`` seeds, and one meta-generation of ``meta_size`` members.
+
+    Both run in one process through the code the commands run (``compile_batch``
+    and ``meta.evaluate_population``), once on a mesh of the first device and
+    once on a mesh of all of them.
+    """
+
+    env: str
+    overrides: dict
+    seeds: int = 8
+    meta_size: int = 32
+    meta_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
     description: str
     cases: tuple[EnvCase, ...]
     populations: tuple[PopulationCase, ...]
+    cores: tuple[CoresCase, ...] = ()
     repeats: int = 3
     brax_eval_envs: int = 0  # 0: Brax's evaluator off (run_evals=False)
     measured: str = ""  # where/whether this preset's numbers have been taken
@@ -58,6 +75,8 @@ PRESETS: dict[str, Preset] = {
                        brax=False, progress=True),),
         populations=(PopulationCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
                                     sizes=(2,), meta_size=2),),
+        cores=(CoresCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
+                         seeds=2, meta_size=2),),
         repeats=3,
         measured="CPU, every test run",
     ),
@@ -72,6 +91,10 @@ PRESETS: dict[str, Preset] = {
                                    num_minibatches=4, total_timesteps=128 * 10 * 8)),
         ),
         populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_POPULATION), sizes=(1, 8, 32), meta_size=32),),
+        # `train --seeds 8` at CartPole's own settings (100 updates), and a generation of the demo's meta-training tasks.
+        cores=(CoresCase("CartPole-v1", dict(total_timesteps=4 * 128 * 100), seeds=8, meta_size=32,
+                         meta_overrides=dict(total_timesteps=8192, num_envs=8, num_steps=64, num_minibatches=4, update_epochs=16,
+                                             learning_rate=1e-3)),),
         repeats=5,  # a shared 2-core host is noisy; 5 paired rounds still finish in about 7 minutes
         measured="2-core CPU (docs/PERFORMANCE.md)",
     ),
@@ -88,6 +111,7 @@ PRESETS: dict[str, Preset] = {
             PopulationCase("CartPole-v1", dict(total_timesteps=4 * 128 * 50), sizes=(1, 64, 256), meta_size=256, sequential_cap=16),
             PopulationCase("Breakout-MinAtar", dict(total_timesteps=64 * 128 * 10), sizes=(1, 64), meta_size=64, sequential_cap=8),
         ),
+        cores=(CoresCase("CartPole-v1", dict(total_timesteps=4 * 128 * 100), seeds=64, meta_size=256),),
         repeats=3,
         brax_eval_envs=128,
         measured="not yet measured (no GPU was lent to the session that wrote it)",

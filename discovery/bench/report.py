@@ -85,5 +85,20 @@ def render_markdown(doc: dict) -> str:
             f"One meta-generation (P = {meta['size']}, one shared inner key, fitness included): {meta['median_s']:.2f} s "
             f"({_fmt(meta['agent_steps_per_s'])} agent-steps/s), compile {meta['compile_s']:.1f} s, peak RSS {_fmt(meta['peak_rss_mb'])} MB.",
         ]
+    for cores in doc.get("cores", []):
+        lines += [
+            "",
+            f"## One device vs all {cores['devices']}: {cores['env']}",
+            "",
+            "| run | 1 device env-steps/s | all devices env-steps/s | speed-up | devices | CPU s (1 / all) | bit-identical |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for part, label in (("train", f"train, {cores['seeds']} seeds × {cores['train_env_steps']:,} steps"),
+                            ("meta_generation", f"meta-generation, {cores['meta_size']} members × {cores['meta_env_steps_per_member']:,} steps")):
+            row = cores[part]
+            one, every = row["one_device"], row["all_devices"]
+            lines.append(f"| {label} | {_fmt(one['env_steps_per_s'])} | {_fmt(every['env_steps_per_s'])} | ×{_fmt(row['speedup'], 2)} "
+                         f"| {cores['devices']} | {_fmt(one.get('cpu_median_s'), 2)} / {_fmt(every.get('cpu_median_s'), 2)} "
+                         f"| {'yes' if row['bit_identical'] else 'NO'} |")
     lines += ["", f"Total wall time {doc['wall_s']:.0f} s; process peak RSS {doc['process_peak_rss_mb']:,.0f} MB.", ""]
     return "\n".join(lines)

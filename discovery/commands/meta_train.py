@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from rich.markup import escape
 
 import meta
+from discovery import distributed
 from discovery import meta_training as mt
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import discovered, resolve_drift
@@ -22,7 +24,7 @@ from discovery.plots import plot_fitness_curve
 from discovery.progress import make_progress, status
 from discovery.stats import mean_ci, paired_difference, reading_of_difference
 from discovery.training import run_seeds
-from discovery.wandb_logging import WandbRun
+from discovery.wandb_logging import WandbRun, preflight
 
 EXAMPLE = "discovery meta-train --config configs/meta/cartpole_demo.yaml --generations 3 --out /tmp/m"
 
@@ -68,6 +70,8 @@ def run(args, extra: list[str]) -> int:
     start = 0
     if args.resume:
         out = Path(args.resume)
+        if distributed.active():
+            out = _mirror_resume_dir(out)
         if not out.is_dir():
             raise UserError(f"--resume directory {out} does not exist")
         if not (out / "config.yaml").is_file():
@@ -83,8 +87,10 @@ def run(args, extra: list[str]) -> int:
             raise UserError("--config is required (e.g. configs/meta/cartpole_demo.yaml), or --resume DIR")
         config = mt.load_meta_config(args.config, overrides)
         out = Path(args.out or f"runs/meta_{datetime.now():%Y%m%d-%H%M%S}")
+    distributed.agree("the meta-training config", json.dumps(config.identity(), sort_keys=True, default=str))
 
     run_ = mt.build_run(config, None, None)  # validates drift, tasks and ES before anything heavy
+    preflight(args.wandb)
     if args.resume:
         latest = mt.latest_checkpoint_file(out)
         if latest is not None:
@@ -103,7 +109,7 @@ def run(args, extra: list[str]) -> int:
         references = reference_returns(run_.specs, config.seeds, config.seed)
     status("reference returns (random policy → PPO-clip): "
            + ", ".join(f"{s.env} {r[0]:.4g} → {r[1]:.4g}" for s, r in zip(run_.specs, references)))
-    mesh = meta.make_population_mesh() if jax.local_device_count() > 1 else None
+    mesh = meta.make_population_mesh() if jax.device_count() > 1 else None
     run_ = mt.build_run(config, references, mesh)
     if config.validate_every:
         status(f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds per task…[/dim]")
@@ -112,12 +118,12 @@ def run(args, extra: list[str]) -> int:
     if state is None:
         state = mt.initial_state(run_)
 
-    devices = jax.local_device_count()
+    devices = distributed.describe()
     tasks = ", ".join(t.env for t in config.tasks)
     status(
         f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
         f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per generation, "
-        f"generations {start}→{config.generations}, {devices} device(s) → {out}"
+        f"generations {start}→{config.generations}, {devices} → {out}"
     )
     wandb_run = WandbRun(args.wandb, out, project=args.wandb_project, entity=args.wandb_entity, group=args.wandb_group,
                          name=out.name, config=config.to_dict(), job_type="meta-train")
@@ -163,6 +169,17 @@ def run(args, extra: list[str]) -> int:
     wandb_run.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     wandb_run.finish()
     return 0
+
+
+def _mirror_resume_dir(out: Path) -> Path:
+    """In a multi-process run: process 0's ``out`` (config, checkpoints, metrics) copied into every other
+    process's private directory, so hosts need no shared file system; process 0 keeps ``out``."""
+    exists = distributed.broadcast_json(out.is_dir() if distributed.is_main() else None)
+    if not exists:
+        return out  # every process then reports the missing directory
+    local = out if distributed.is_main() else distributed.private_dir() / "resume"
+    distributed.mirror(local, ["config.yaml", "metrics.jsonl", "checkpoints"])
+    return local
 
 
 def compare_on_first_task(run_: mt.MetaRun, out: Path, num_seeds: int, wandb_run) -> dict:

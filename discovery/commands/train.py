@@ -13,12 +13,12 @@ from discovery import configs
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import resolve_drift
 from discovery.errors import UserError
-from discovery.outputs import atomic_write_csv, atomic_write_json, environment_info, prepare_run_dir
+from discovery.outputs import atomic_write_csv, atomic_write_json, environment_info, prepare_run_dir, slug
 from discovery.plots import plot_learning_curves
 from discovery.progress import status
 from discovery.stats import mean_ci
 from discovery.training import run_seeds
-from discovery.wandb_logging import WandbRun
+from discovery.wandb_logging import WandbRun, preflight
 from rl_algos.ppo import METRIC_NAMES
 
 EXAMPLE = "discovery train --env CartPole-v1 --drift dpo --seeds 8 --total-timesteps 500000 --out runs/cp_dpo"
@@ -31,7 +31,11 @@ def register(subparsers) -> None:
         description="Train with a drift. Any PPO config field can be overridden: --num-envs 8, --learning-rate=1e-3, "
         "and for Brax --backend spring, --episode-length 500. Example: " + EXAMPLE,
     )
-    parser.add_argument("--env", default="CartPole-v1", help="any gymnax or Brax environment name (default: CartPole-v1)")
+    parser.add_argument("--env", default="CartPole-v1", help="any gymnax or Brax environment name, or your own as module:factory "
+                        "or path/to/file.py:factory (default: CartPole-v1)")
+    parser.add_argument("--profile", choices=(*configs.PROFILES, "auto"), default=None,
+                        help="the settings of a config with profiles (Brax): cpu (a few dozen envs) or accelerator (the published "
+                        "ones); default auto: cpu when JAX finds no accelerator")
     parser.add_argument("--drift", default="ppo", help="ppo_clip | dpo | lpo | ta_lpo, NAME:key=value,... (e.g. dpo:alpha=1.5), or a drift artifact path")
     parser.add_argument("--config", default=None, help="a train YAML to use instead of configs/train/<env>.yaml")
     add_run_arguments(parser, out_help="output directory (default: runs/<env>_<drift>_<time>)", seeds_default=8,
@@ -41,17 +45,20 @@ def register(subparsers) -> None:
 
 
 def run(args, extra: list[str]) -> int:
-    overrides = overrides_from(args, extra)
+    overrides = overrides_from(args, extra) | ({configs.PROFILE_KEY: args.profile} if args.profile else {})
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     spec, fallback = configs.load_train_spec(args.env, overrides, args.config)
     resolved = resolve_drift(args.drift)
+    preflight(args.wandb)  # before --out is made: a W&B failure leaves nothing behind
     if fallback:
         status(f"[yellow]no configs/train/{args.env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
-    out = Path(args.out or f"runs/{args.env}_{resolved.label.replace('/', '_').replace(':', '_')}_{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out or f"runs/{slug(args.env)}_{resolved.label.replace('/', '_').replace(':', '_')}_{datetime.now():%Y%m%d-%H%M%S}")
     out = prepare_run_dir(out, overwrite=args.overwrite)
 
     config = spec.ppo
+    if spec.profile:
+        status(profile_line(spec))
     status(
         f"training [bold]{args.env}[/bold] with drift [bold]{resolved.label}[/bold]: {args.seeds} seeds × "
         f"{config.env_steps:,} env steps ({config.num_updates} updates of {config.batch_size:,}) → {out}"
@@ -72,6 +79,7 @@ def run(args, extra: list[str]) -> int:
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,
         "env_steps_per_second": result.steps_per_second,
+        "devices": result.devices,
     }
     write_metrics_csv(out / "metrics.csv", result)
     plot_learning_curves({resolved.label: result.metrics["episode_return"]}, result.env_steps, out / "learning_curve.png",
@@ -90,10 +98,18 @@ def run(args, extra: list[str]) -> int:
     status(
         f"final return {mean:.1f}  (95% CI [{low:.1f}, {high:.1f}] over {args.seeds} seeds; per seed "
         f"{per_seed})\n"
-        f"compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s, {result.steps_per_second:,.0f} env-steps/s\n"
+        f"compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s, {result.steps_per_second:,.0f} env-steps/s "
+        f"on {result.devices} device{'s' if result.devices != 1 else ''}\n"
         f"wrote {out}/results.json, metrics.csv, learning_curve.png"
     )
     return 0
+
+
+def profile_line(spec) -> str:
+    """One console line naming the config profile that runs, and how to choose the other one."""
+    other = {"cpu": "accelerator (the published settings)", "accelerator": "cpu (a few dozen envs)"}[spec.profile]
+    return (f"profile [bold]{spec.profile}[/bold] of {spec.source}: {spec.ppo.num_envs} envs × {spec.ppo.num_steps} steps × "
+            f"{spec.ppo.rollouts_per_update} unrolls per update (--profile {other})")
 
 
 def write_metrics_csv(path: Path, result) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from discovery import configs
+from discovery import configs, distributed
 from discovery.drifts import ResolvedDrift, resolve_drift
 from discovery.errors import UserError
 from discovery.fitness import random_return
@@ -274,6 +274,7 @@ def _save_cell(out: Path, cell: Cell, result: TrainingResult, wall: float, expec
         "final_returns": result.final_returns.tolist(),
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,
+        "devices": result.devices,
         "wall_seconds": wall,
         "finished": datetime.now().isoformat(timespec="seconds"),
     })
@@ -304,6 +305,9 @@ def run_evaluation(
     overrides = dict(overrides or {})
     resolved, cells = plan_cells(drift_texts, tasks)
     reference_label = pick_reference(resolved, reference)
+    # Several processes: the same cells everywhere, and process 0's finished cells on every process (no shared disk needed).
+    distributed.agree("the evaluation grid", json.dumps([fingerprint(cell, num_seeds, seed) for cell in cells], sort_keys=True, default=str))
+    distributed.mirror(Path(out), [GRID_FILE, CELL_DIR])
     out = prepare_run_dir(out, overwrite=overwrite, resume_marker=GRID_FILE)
     for task in tasks:
         if task.fallback:
