@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "discovery.commands.plot_drift",
     "discovery.commands.sweep",
     "discovery.commands.drifts",
+    "discovery.commands.ship",
     "discovery.commands.bench",
 ]
 

@@ -51,8 +51,11 @@ def discovered_line(stem: str, path) -> str:
         facts.append("meta-trained on " + ", ".join(metadata["envs"]))
     if metadata.get("generation") is not None:
         facts.append(f"{metadata['generation']} generations")
-    if metadata.get("env_steps"):
-        facts.append(f"{metadata['env_steps']:.2g} env steps")
+    env_steps = metadata.get("env_steps_total") or metadata.get("env_steps")
+    if env_steps:
+        facts.append(f"{env_steps:.2g} env steps")
+    if metadata.get("cpu_seconds_total"):
+        facts.append(f"{metadata['cpu_seconds_total'] / 3600:.1f} CPU hours")
     validation = metadata.get("validation") or {}
     if validation.get("score") is not None:
         facts.append(f"validation {validation['score']:.3f} × PPO")
