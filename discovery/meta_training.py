@@ -212,8 +212,15 @@ def load_checkpoint(path: Path, strategy: meta.Strategy) -> Checkpoint:
         state = meta.state_from_arrays(strategy, {k[3:]: v for k, v in arrays.items() if k.startswith("es/")})
     except Exception as error:
         raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    if not _all_finite(strategy.mean(state)):
+        raise UserError(f"checkpoint {path} holds a non-finite ES mean (the run diverged before it was written); "
+                        "resume from an earlier checkpoint, or start again with a smaller es.learning_rate")
     references = header.get("references")
     return Checkpoint(int(header["generation"]), state, None if references is None else np.asarray(references), header["config"])
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
 
 # ---- artifacts and logs ------------------------------------------------------------
@@ -290,6 +297,10 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
         key = jax.random.fold_in(run.run_key, generation)
         state, stats = meta.run_generation(run.strategy, state, key, run.fitness_fn, mesh=run.mesh,
                                            chunk_size=run.config.population_chunk)
+        if not _all_finite(run.strategy.mean(state)):  # nothing of this generation is written: the last checkpoint stays good
+            raise UserError(f"the ES mean became non-finite in generation {generation + 1} (the ES step diverged; "
+                            f"es.learning_rate {run.config.es.learning_rate:g}); nothing of it was written: start again "
+                            "with a smaller es.learning_rate")
         fitness = np.asarray(stats.fitness)
         seconds = time.perf_counter() - started
         row = {

@@ -56,6 +56,9 @@ def discovered_line(stem: str, path) -> str:
         facts.append(f"{env_steps:.2g} env steps")
     if metadata.get("cpu_seconds_total"):
         facts.append(f"{metadata['cpu_seconds_total'] / 3600:.1f} CPU hours")
+    if metadata.get("distilled_from"):
+        r2 = (metadata.get("fit") or {}).get("r2", metadata.get("r2"))
+        facts.append(f"distilled from {metadata['distilled_from']}" + (f" (R² {r2:.3f})" if r2 is not None else ""))
     validation = metadata.get("validation") or {}
     if validation.get("score") is not None:
         facts.append(f"validation {validation['score']:.3f} × PPO")

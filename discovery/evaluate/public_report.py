@@ -87,7 +87,8 @@ def provenance(resolved_drifts) -> list[str]:
         if metadata.get("cpu_seconds_total"):
             facts.append(f"{metadata['cpu_seconds_total'] / 3600:.1f} CPU hours")
         if metadata.get("distilled_from"):
-            facts.append(f"distilled from `{metadata['distilled_from']}` (R² {metadata.get('r2', float('nan')):.3f})")
+            r2 = (metadata.get("fit") or {}).get("r2", metadata.get("r2", float("nan")))
+            facts.append(f"distilled from `{metadata['distilled_from']}` (R² {r2:.3f} over the grid and rollout samples)")
         if metadata.get("run"):
             facts.append(f"run files: `{metadata['run']}`")
         lines.append(f"- **{r.label}**: " + "; ".join(facts) + ".")
