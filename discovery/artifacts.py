@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 import drift_functions
-from discovery.outputs import read_npz, write_npz
+from discovery.outputs import DamagedFileError, read_npz, write_npz
 from drift_functions.base import Drift
 
 FORMAT_VERSION = 1
@@ -72,13 +72,15 @@ def load_artifact(path: str | os.PathLike) -> tuple[Drift, dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"drift artifact not found: {path}")
+    expected_file = "expected a drift artifact written by `discovery meta-train` or `discovery distill`"
     try:
         header, arrays = read_npz(path, header_key=_META_KEY)
         flat = {k[len(_PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
     except Exception as error:  # zip, json and key errors all mean the same thing to the user
-        raise ArtifactError(f"corrupt drift artifact {path}: {type(error).__name__}: {error}") from None
+        reason = str(error) if isinstance(error, DamagedFileError) else f"{path} is unreadable ({type(error).__name__})"
+        raise ArtifactError(f"corrupt drift artifact: {reason}; {expected_file}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION or "name" not in header:
-        raise ArtifactError(f"corrupt drift artifact {path}: missing or unsupported header")
+        raise ArtifactError(f"corrupt drift artifact: {path} has no drift header (format {FORMAT_VERSION}); {expected_file}")
     try:
         drift = drift_functions.make(header["name"], **header.get("options", {}))
     except ValueError as error:  # UnknownDriftError included

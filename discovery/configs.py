@@ -9,11 +9,20 @@ A train YAML looks like::
     env: hopper
     env_options: {backend: positional, episode_length: 1000}
     ppo: {total_timesteps: 50000000, num_envs: 2048, ...}      # PPOConfig fields
+    profiles:                                                   # optional: device-sized variants
+      cpu: {ppo: {total_timesteps: 1000000, num_envs: 32, ...}}  # laid over ppo / env_options
+
+A YAML with ``profiles`` runs its ``cpu`` profile when JAX finds no
+accelerator (``jax.default_backend() == "cpu"``) and its top-level settings
+(the ``accelerator`` profile) otherwise; ``--profile cpu|accelerator`` (an
+override like any other) chooses explicitly. ``DISCOVERY_CONFIGS`` names another
+directory laid out like ``configs/`` to read every YAML from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -30,6 +39,8 @@ from rl_algos.ppo import PPOConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = Path(os.environ.get("DISCOVERY_CONFIGS", REPO_ROOT / "configs"))
 BRAX_ENV_OPTIONS = {"backend": str, "episode_length": int, "action_repeat": int}
+PROFILES = ("cpu", "accelerator")  # "auto" (the default) picks by jax.default_backend()
+PROFILE_KEY = "profile"  # an override like --num-envs, routed with the env options
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -86,12 +97,19 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
                 raise ValueError(value)
             return int(value)
         if annotation is float:
-            return float(value)
+            if isinstance(value, bool):
+                raise TypeError(value)
+            number = float(value)
+            if not math.isfinite(number):  # inf/nan learning rates "train" to NaN and report success
+                raise UserError(f"bad value for {name}: {value!r} is not finite; give a finite number")
+            return number
         if annotation is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         type_name = getattr(annotation, "__name__", str(annotation))
-        raise UserError(f"bad value for {name}: {value!r} is not a valid {type_name}") from None
+        kind = {"int": "a valid int (an integer, 5e5 allowed)", "float": "a valid float (a finite number)",
+                "bool": "a valid bool (true/false)"}.get(type_name, f"a valid {type_name}")
+        raise UserError(f"bad value for {name}: {value!r} is not {kind}") from None
     return value
 
 
@@ -176,7 +194,7 @@ def route_overrides(overrides: dict[str, Any], targets: dict[str, dict[str, Any]
 
 def train_targets() -> dict[str, dict[str, Any]]:
     """Override targets of one training run: PPO fields and Brax env options."""
-    return {"ppo": field_types(PPOConfig), "env": dict(BRAX_ENV_OPTIONS)}
+    return {"ppo": field_types(PPOConfig), "env": {**BRAX_ENV_OPTIONS, PROFILE_KEY: str}}
 
 
 def drift_option_types(name: str) -> dict[str, Any]:
@@ -199,18 +217,20 @@ class TrainSpec:
     env_options: dict
     ppo: PPOConfig
     source: str  # which YAML the settings came from
+    profile: str | None = None  # "cpu" / "accelerator" where the YAML has profiles, else None
 
     def make_env(self):
         return envs.make(self.env, **self.env_options)
 
     def to_dict(self) -> dict:
-        return {"env": self.env, "env_options": dict(self.env_options), "ppo": dataclasses.asdict(self.ppo), "source": self.source}
+        profile = {"profile": self.profile} if self.profile is not None else {}
+        return {"env": self.env, "env_options": dict(self.env_options), "ppo": dataclasses.asdict(self.ppo), "source": self.source, **profile}
 
 
 def train_config_path(env_name: str) -> tuple[Path, bool]:
     """The YAML for ``env_name`` and whether it is a family fallback."""
     own = CONFIG_ROOT / "train" / f"{env_name}.yaml"
-    if own.is_file():
+    if not envs.custom.is_custom(env_name) and own.is_file():
         return own, False
     return CONFIG_ROOT / "train" / "defaults" / f"{envs.family_of(env_name)}.yaml", True
 
@@ -220,6 +240,8 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
 
     ``overrides`` may name any :class:`PPOConfig` field or, for Brax, an env
     option (``backend``, ``episode_length``, ``action_repeat``); see :func:`route_overrides`.
+    ``profile`` (``cpu``, ``accelerator`` or ``auto``) picks one of the YAML's
+    ``profiles``; see the module docstring.
     """
     try:
         envs.check(env_name)
@@ -230,14 +252,15 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
     else:
         path, fallback = train_config_path(env_name)
     data = load_yaml(path)
-    unknown = sorted(set(data) - {"env", "env_options", "ppo"})
+    unknown = sorted(set(data) - {"env", "env_options", "ppo", "profiles"})
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: env, env_options, ppo")
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: env, env_options, ppo, profiles")
     if data.get("env") is not None and str(data["env"]) != env_name:
         raise UserError(f"{path} is the config of {data['env']!r}, not {env_name!r}; pass --env {data['env']} or another config")
     routed = route_overrides(overrides or {}, train_targets())
-    env_options = {**(data.get("env_options") or {}), **routed["env"]}
-    ppo_values = {**(data.get("ppo") or {}), **routed["ppo"]}
+    profile, overlay = select_profile(data.get("profiles"), routed["env"].pop(PROFILE_KEY, None), path)
+    env_options = {**(data.get("env_options") or {}), **(overlay.get("env_options") or {}), **routed["env"]}
+    ppo_values = {**(data.get("ppo") or {}), **(overlay.get("ppo") or {}), **routed["ppo"]}
     if env_options and envs.family_of(env_name) != "brax":
         raise UserError(f"env options {', '.join(sorted(env_options))} only apply to Brax environments, not {env_name}")
     env_options = {k: coerce(v, BRAX_ENV_OPTIONS[k], k) if k in BRAX_ENV_OPTIONS else v for k, v in env_options.items()}
@@ -249,4 +272,33 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
         ppo.validate()
     except ValueError as error:
         raise UserError(str(error)) from None
-    return TrainSpec(env_name, env_options, ppo, str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)), fallback
+    source = str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+    return TrainSpec(env_name, env_options, ppo, source, profile), fallback
+
+
+def auto_profile() -> str:
+    """``cpu`` when JAX runs on the CPU only, else ``accelerator``."""
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+
+
+def select_profile(profiles: Any, requested: str | None, path: Path) -> tuple[str | None, dict]:
+    """``(profile name, settings to lay over the YAML's own)`` for a YAML's ``profiles`` mapping.
+
+    ``accelerator`` is the YAML's own settings (an ``accelerator:`` entry, if
+    any, is laid over them too); ``requested`` of ``None`` or ``auto`` means
+    :func:`auto_profile`. A YAML without ``profiles`` has one setting: ``(None, {})``.
+    """
+    if requested is not None and str(requested) not in (*PROFILES, "auto"):
+        raise UserError(f"unknown profile {requested!r}; valid profiles: {', '.join(PROFILES)}, auto (the default: cpu without an accelerator)")
+    if not profiles:
+        return None, {}
+    if not isinstance(profiles, dict) or not set(profiles) <= set(PROFILES):
+        bad = sorted(set(profiles) - set(PROFILES)) if isinstance(profiles, dict) else [type(profiles).__name__]
+        raise UserError(f"bad profiles in {path}: {', '.join(map(str, bad))}; valid profiles: {', '.join(PROFILES)}")
+    for name, overlay in profiles.items():
+        if not isinstance(overlay, dict) or not set(overlay) <= {"env_options", "ppo"}:
+            raise UserError(f"profile {name} in {path} must be a mapping with env_options and/or ppo")
+    name = auto_profile() if requested in (None, "auto") else str(requested)
+    return name, profiles.get(name) or {}

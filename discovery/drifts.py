@@ -44,6 +44,7 @@ class ResolvedDrift:
 def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
     """Accept ``name``, ``name:key=value,...``, the stem of a shipped discovered drift
     (``drift_functions/discovered/<stem>.npz``) or a path to a saved artifact (``.npz``).
+    An artifact is labelled by its path (:func:`artifact_label`), or by ``LABEL`` in ``PATH.npz=LABEL``.
 
     Learned families made by name get ``init(key)`` weights (all-zero, i.e.
     PPO, for ``lpo:ppo_init=true``).
@@ -52,6 +53,11 @@ def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
     if not text:
         raise UserError("empty drift name; valid drifts: " + ", ".join(drift_functions.registered()))
     shipped = discovered()
+    path_text, label = split_label(text)
+    if label is not None:
+        if path_text in shipped:
+            return _from_artifact(shipped[path_text], text, label=label)
+        return _from_artifact(Path(path_text), text, label=label)
     if text in shipped:
         return _from_artifact(shipped[text], text, label=text)
     looks_like_path = text.endswith(ARTIFACT_SUFFIX) or "/" in text or Path(text).exists()
@@ -69,11 +75,23 @@ def resolve_drift(text: str, key: jax.Array | None = None) -> ResolvedDrift:
     return ResolvedDrift(text, drift, params, text)
 
 
+def split_label(text: str) -> tuple[str, str | None]:
+    """``runs/a/drift.npz=mine`` -> ``('runs/a/drift.npz', 'mine')``; the label is ``None`` unless the
+    text before the last ``=`` is an artifact (a ``.npz`` path or a shipped stem)."""
+    head, sep, label = text.rpartition("=")
+    if not sep or not (head.endswith(ARTIFACT_SUFFIX) or head in discovered()):
+        return text, None
+    if not label.strip() or any(c in label for c in ",:="):
+        raise UserError(f"bad label {label!r} in {text!r}: write PATH.npz=LABEL with a non-empty LABEL without ',', ':' or '='")
+    return head, label.strip()
+
+
 def _from_artifact(path: Path, source: str, label: str) -> ResolvedDrift:
     try:
         drift, params, _ = load_artifact(path)
     except ArtifactError as error:
-        raise UserError(str(error)) from None
+        raise UserError(f"{error} (a drift is a name: {', '.join(drift_functions.registered())}; NAME:key=value,...; "
+                        "a shipped discovered drift, see `discovery drifts`; or such an artifact)") from None
     return ResolvedDrift(label, drift, params, source)
 
 
@@ -84,8 +102,9 @@ def split_drift_list(text: str) -> list[str]:
         piece = piece.strip()
         if not piece:
             continue
-        # a piece with '=' but no ':' continues the previous drift's overrides
-        if parts and "=" in piece and ":" not in piece and ":" in parts[-1]:
+        # a piece with '=' but no ':' continues the previous drift's overrides, unless it is PATH.npz=LABEL
+        labelled = split_label(piece)[1] is not None
+        if parts and "=" in piece and ":" not in piece and ":" in parts[-1] and not labelled:
             parts[-1] += "," + piece
         else:
             parts.append(piece)

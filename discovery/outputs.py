@@ -16,6 +16,7 @@ import platform
 import re
 import sys
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,11 +67,27 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, Any], header: dict | No
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+class DamagedFileError(ValueError):
+    """A file that is not, or no longer, a readable :func:`write_npz` archive; the message says why in words."""
+
+
 def read_npz(path: str | os.PathLike, *, header_key: str = HEADER_KEY) -> tuple[dict | None, dict[str, np.ndarray]]:
-    """``(header or None, arrays)`` of a :func:`write_npz` file; damage raises what numpy or json raise."""
-    with np.load(path, allow_pickle=False) as data:
-        header = json.loads(str(data[header_key])) if header_key in data.files else None
-        arrays = {k: np.asarray(data[k]) for k in data.files if k != header_key}
+    """``(header or None, arrays)`` of a :func:`write_npz` file.
+
+    A missing file raises ``FileNotFoundError``; any damage (not a zip archive, truncated, an
+    unreadable member or header) raises :class:`DamagedFileError` with a readable reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise DamagedFileError(f"{path} is not a .npz archive (truncated, or not written by discovery)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data[header_key])) if header_key in data.files else None
+            arrays = {k: np.asarray(data[k]) for k in data.files if k != header_key}
+    except Exception as error:  # zip, zlib, numpy-format and json errors: all mean a damaged file
+        raise DamagedFileError(f"{path} is a damaged .npz archive ({type(error).__name__})") from None
     return header, arrays
 
 
@@ -133,12 +150,34 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False, resume_mark
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    resumable = resume_marker is not None and (out / resume_marker).is_file()
-    if out.is_dir() and any(out.iterdir()) and not (overwrite or resumable):
-        why = f"is not empty and holds no {Path(resume_marker).stem} ({resume_marker})" if resume_marker else "already exists and is not empty"
-        raise UserError(f"output directory {out} {why}; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        resumable = resume_marker is not None and (out / resume_marker).is_file()
+        if out.is_dir() and any(out.iterdir()) and not (overwrite or resumable):
+            why = f"is not empty and holds no {Path(resume_marker).stem} ({resume_marker})" if resume_marker else "already exists and is not empty"
+            raise UserError(f"output directory {out} {why}; choose another --out or pass --overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+    except OSError as error:
+        raise UserError(f"cannot write to --out {out}: {_os_reason(out, error)}; choose another --out") from None
     return out
+
+
+def _os_reason(path: Path, error: OSError) -> str:
+    """Why ``path`` cannot be written, in words (a file on the way, a missing or read-only place)."""
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a directory"
+    nearest = next((p for p in path.parents if p.is_dir()), None)
+    if nearest is not None and not path.exists():
+        return f"no directory can be created under {nearest} ({error.strerror or type(error).__name__})"
+    return error.strerror or type(error).__name__
+
+
+def check_writable(directory: Path) -> None:
+    """Raise ``OSError`` unless a file can be created in ``directory`` (a read-only mount, ``/proc``, ...)."""
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def environment_info() -> dict[str, Any]:

@@ -52,10 +52,13 @@ def fill_forward(curve) -> np.ndarray:
 SUMMARY_METRICS = ("mean", "median", "iqm")
 
 
-def _rliable_estimates(score_dict: dict[str, np.ndarray], reps: int, seed: int, confidence: float):
+def _rliable_estimates(score_dict: dict[str, np.ndarray], reps: int, seed: int, confidence: float,
+                       median_of_runs: bool = False):
     """Point estimates and stratified-bootstrap CIs of mean, median and IQM (rliable).
 
-    ``score_dict``: label -> ``[runs, tasks]`` finite scores. Returns
+    ``score_dict``: label -> ``[runs, tasks]`` finite scores. The median is rliable's
+    (the median over tasks of per-task means) unless ``median_of_runs``, where it is
+    the median of every score (for one task: of the seeds, not their mean). Returns
     ``{label: {metric: (point, low, high)}}``. rliable draws its resamples
     from NumPy's global generator; it is seeded here and restored afterwards.
     """
@@ -71,7 +74,7 @@ def _rliable_estimates(score_dict: dict[str, np.ndarray], reps: int, seed: int, 
     def aggregate(scores):
         return np.array([
             rly_metrics.aggregate_mean(scores),
-            rly_metrics.aggregate_median(scores),
+            np.median(scores) if median_of_runs else rly_metrics.aggregate_median(scores),
             rly_metrics.aggregate_iqm(scores),
         ])
 
@@ -101,7 +104,7 @@ def score_summary(values, reps: int = 2000, seed: int = 0, confidence: float = 0
         for name in SUMMARY_METRICS:
             out |= {name: float("nan"), f"{name}_ci_low": float("nan"), f"{name}_ci_high": float("nan")}
         return out
-    estimates = _rliable_estimates({"x": finite[:, None]}, reps, seed, confidence)["x"]
+    estimates = _rliable_estimates({"x": finite[:, None]}, reps, seed, confidence, median_of_runs=True)["x"]
     for name, (point, low, high) in estimates.items():
         out |= {name: point, f"{name}_ci_low": low, f"{name}_ci_high": high}
     return out

@@ -12,7 +12,11 @@ any parameters (``tests/test_drift_functions.py`` checks this on grids).
 
 from __future__ import annotations
 
+import math
+import typing
 from typing import Any, Callable
+
+import numpy as np
 
 from drift_functions.base import Drift
 from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
@@ -58,13 +62,51 @@ def factory(name: str) -> Callable[..., Drift]:
     return _REGISTRY[canonical]
 
 
+def option_types(name: str) -> dict[str, type]:
+    """``{option: type}`` of a drift family's factory (its keyword arguments)."""
+    return {k: v for k, v in typing.get_type_hints(factory(name)).items() if k != "return"}
+
+
+def _describe(types_: dict[str, type]) -> str:
+    return ", ".join(f"{k} ({getattr(t, '__name__', t)})" for k, t in types_.items()) or "none"
+
+
+def _check_option(family: str, key: str, value: Any, expected: type, types_: dict[str, type]) -> Any:
+    """``value`` as ``expected`` (bool, int or float; floats finite), else a ValueError naming the option."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    ok = True
+    if expected is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif expected is int:
+        ok = number and math.isfinite(value) and float(value) == int(value)
+        value = int(value) if ok else value
+    elif expected is float:
+        ok = number and math.isfinite(value)
+        value = float(value) if ok else value
+    if not ok:
+        kind = {bool: "true or false (bool)", int: "an integer (int)", float: "a finite number (float)"}.get(expected, getattr(expected, "__name__", expected))
+        raise ValueError(f"bad option for drift {family!r}: {key} must be {kind}, got {value!r}; valid options: {_describe(types_)}")
+    return value
+
+
 def make(name: str, **options: Any) -> Drift:
-    """Build a registered drift with its options bound."""
+    """Build a registered drift with its options bound.
+
+    Options are checked against the factory's signature first: an unknown
+    option or a value of the wrong type (or a non-finite float) raises a
+    ``ValueError`` naming the option, the expected type and the valid options.
+    """
     build = factory(name)
+    family = _ALIASES.get(name, name)
+    types_ = option_types(name)
+    unknown = sorted(set(options) - set(types_))
+    if unknown:
+        raise ValueError(f"bad option for drift {family!r}: unknown option {', '.join(unknown)}; valid options: {_describe(types_)}")
+    options = {k: _check_option(family, k, v, types_[k], types_) for k, v in options.items()}
     try:
         return build(**options)
     except TypeError as error:
-        raise ValueError(f"bad option for drift {_ALIASES.get(name, name)!r}: {error}") from None
+        raise ValueError(f"bad option for drift {family!r}: {error}; valid options: {_describe(types_)}") from None
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -105,6 +147,7 @@ __all__ = [
     "factory",
     "lpo_features",
     "make",
+    "option_types",
     "parse_spec",
     "ppo_clip_drift",
     "register",

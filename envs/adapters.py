@@ -38,12 +38,16 @@ class GymnaxEnvironment(Environment):
     learner can bound how many truncations a window of steps holds.
     """
 
-    def __init__(self, name: str, **env_kwargs: Any):
+    def __init__(self, name: str, gymnax_env: tuple[Any, Any] | None = None, **env_kwargs: Any):
         import gymnax
 
         self.name = name
-        self.family = gymnax_family(name)
-        self._env, self.default_params = gymnax.make(name, **env_kwargs)
+        if gymnax_env is None:
+            self.family = gymnax_family(name)
+            self._env, self.default_params = gymnax.make(name, **env_kwargs)
+        else:  # a user's own environment (envs.custom): ``(env, params)``; its time limit is not known
+            self.family = "gymnax"
+            self._env, self.default_params = gymnax_env
         space = self._env.action_space(self.default_params)
         if hasattr(space, "n"):
             self.action_space = Discrete(int(space.n))
@@ -100,7 +104,20 @@ class BraxEnvironment(Environment):
 
     family = "brax"
 
-    def __init__(self, name: str, backend: str | None = None, episode_length: int = 1000, action_repeat: int = 1, **env_kwargs: Any):
+    def __init__(self, name: str, backend: str | None = None, episode_length: int = 1000, action_repeat: int = 1,
+                 brax_env: Any = None, **env_kwargs: Any):
+        if episode_length < 1 or action_repeat < 1:
+            raise ValueError("episode_length and action_repeat must be >= 1")
+        self.name = name
+        self.episode_length = int(episode_length)
+        self.action_repeat = int(action_repeat)
+        self.time_limit = -(-self.episode_length // self.action_repeat)
+        self.default_params = None
+        if brax_env is not None:  # a user's own environment (envs.custom), already built
+            self._env = brax_env
+            self.backend = backend or str(getattr(brax_env, "backend", "unknown"))
+            self._set_spaces()
+            return
         brax_envs = _import_brax_envs()
         backend = backend or default_backend(name)
         if backend not in BRAX_BACKENDS:
@@ -108,19 +125,18 @@ class BraxEnvironment(Environment):
         supported = BRAX_ONLY_BACKENDS.get(name)
         if supported and backend not in supported:
             raise ValueError(f"brax {name} supports only the {' / '.join(supported)} backend, not {backend!r}")
-        if episode_length < 1 or action_repeat < 1:
-            raise ValueError("episode_length and action_repeat must be >= 1")
-        self.name = name
         self.backend = backend
-        self.episode_length = int(episode_length)
-        self.action_repeat = int(action_repeat)
-        self.time_limit = -(-self.episode_length // self.action_repeat)
         with warnings.catch_warnings():  # brax warns on every env build that it is unmaintained
             warnings.simplefilter("ignore")
             self._env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
-        self.observation_shape = (int(self._env.observation_size),)
+        self._set_spaces()
+
+    def _set_spaces(self) -> None:
+        size = self._env.observation_size
+        if not isinstance(size, (int, np.integer)):
+            raise ValueError(f"{self.name}: observations must be one flat vector, got observation_size {size}")
+        self.observation_shape = (int(size),)
         self.action_space = Box(-1.0, 1.0, (int(self._env.action_size),))
-        self.default_params = None
 
     @property
     def brax_env(self):

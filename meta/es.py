@@ -303,19 +303,26 @@ def run_generation(
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
 ) -> tuple[ESState, GenerationStats]:
-    """ask → evaluate (every member with one shared key) → sanitize → tell.
+    """ask → evaluate (every member with one shared key) → tell (which sanitises).
+
+    A generation in which every member's fitness is NaN/±inf returns ``state``
+    unchanged (the mean, σ, the learning-rate and σ schedules, the best member).
 
     `fitness_fn(key, member) -> ()` is maximised; `mesh` and `chunk_size` go to
     `evaluate_population`.
     """
     key_ask, key_eval, key_tell = jax.random.split(key, 3)
+    before = state
     population, state = strategy.ask(key_ask, state)
     fitness = evaluate_population(
         fitness_fn, population, key_eval, mesh=mesh, chunk_size=chunk_size
     )
-    clean, num_nonfinite = sanitize_fitness(fitness)
+    _, num_nonfinite = sanitize_fitness(fitness)
     sigma = strategy.sigma(state)
-    state = strategy.tell(key_tell, population, clean, state)
+    # `tell` gets the raw fitness: it sanitises it itself, and only there can it see that every
+    # member failed. Such a generation is skipped whole: mean, σ, schedules and best stay as before.
+    told = strategy.tell(key_tell, population, fitness, state)
+    state = _select(num_nonfinite == fitness.shape[0], before, told)
     mean, fmax, fmin, std = _fitness_summary(fitness)
     stats = GenerationStats(
         fitness_mean=mean,

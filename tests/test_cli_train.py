@@ -33,8 +33,8 @@ def test_existing_out_is_never_overwritten(tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     code = main(["train", "--out", str(out)] + FAST)
-    assert code == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "already exists" in err and err.count("\n") == 1, err
     assert (out / "precious.txt").read_text() == "keep me"
 
 

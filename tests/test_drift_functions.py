@@ -1,4 +1,4 @@
-"""Drift validity, exact identities and hand-computed values (DESIGN.md §2)."""
+"""Drift validity, exact identities and hand-computed values (the formulas in docs/METHOD.md)."""
 
 import jax
 import jax.numpy as jnp
@@ -165,6 +165,23 @@ def test_ta_lpo_depends_on_progress():
     early = drift.apply(params, GRID_R, GRID_A, 0.0)
     late = drift.apply(params, GRID_R, GRID_A, 1.0)
     assert float(jnp.max(jnp.abs(early - late))) > 1e-3
+
+
+@pytest.mark.parametrize("ppo_init", [False, True])
+def test_ta_lpo_input_is_the_lpo_features_and_progress_times_them(ppo_init):
+    """x = [f(r, A), p · f(r, A)] (16 inputs) into Dense → tanh → Dense, written out by hand."""
+    from drift_functions import lpo_features
+
+    drift = df.make("ta_lpo", hidden_size=8, ppo_init=ppo_init)
+    params = random_params(drift, jax.random.PRNGKey(4), scale=0.5)
+    assert params["w_hidden"].shape == (16, 8)
+    features = np.asarray(lpo_features(GRID_R, GRID_A), np.float64)
+    for progress in (0.0, 0.25, 1.0):
+        x = np.concatenate([features, progress * features], axis=-1)
+        net = np.tanh(x @ np.asarray(params["w_hidden"], np.float64)) @ np.asarray(params["w_out"], np.float64)
+        inside = net[..., 0] + (np.asarray(ppo_clip_drift(GRID_R, GRID_A, 0.2)) if ppo_init else 0.0)
+        expected = np.maximum(inside - 1e-4, 0.0)
+        np.testing.assert_allclose(drift.apply(params, GRID_R, GRID_A, progress), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_registry_errors_list_valid_names():

@@ -116,6 +116,31 @@ def test_brax_contract_and_truncation():
     assert _contract(env, 10, action)
 
 
+def test_brax_termination_is_termination_not_truncation():
+    """inverted_pendulum ends when |pole angle| = |obs[1]| > 0.2: pushing the cart one way topples the pole
+    long before the time limit, and that step is terminated (no bootstrap), never truncated."""
+    env = envs.make("inverted_pendulum", backend="positional", episode_length=1000)
+
+    def push(key):
+        obs, state = env.reset(key)
+
+        def step(state, key):
+            obs, state, reward, terminated, truncated, info = env.step(key, state, jnp.ones(env.action_space.shape))
+            return state, (obs, terminated, truncated, info["final_observation"], info["episode_length"])
+
+        return obs, jax.lax.scan(step, state, jax.random.split(key, 200))[1]
+
+    first_obs, (obs, terminated, truncated, final_obs, length) = jax.jit(push)(jax.random.PRNGKey(0))
+    terminated, truncated = np.asarray(terminated), np.asarray(truncated)
+    assert terminated.any() and not truncated.any()
+    t = int(np.argmax(terminated))
+    assert 1 < t + 1 < 1000 and int(length[t]) == t + 1
+    assert abs(float(final_obs[t][1])) > 0.2  # the toppled pole is the observation the episode ended on
+    assert np.all(np.abs(np.asarray(final_obs[:t])[:, 1]) <= 0.2)  # and nothing ended before it
+    assert abs(float(obs[t][1])) < 0.2 and not np.allclose(obs[t], final_obs[t])  # auto-reset to a fresh upright pole
+    assert abs(float(first_obs[1])) < 0.2
+
+
 def test_every_listed_name_is_registered_and_unknown_lists_names():
     names = envs.registered()
     for name in ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0", "Breakout-MinAtar", "SpaceInvaders-MinAtar",
@@ -132,3 +157,57 @@ def test_other_gymnax_families_step(name):
     env = envs.make(name)
     action = (lambda t: jnp.asarray(0)) if env.is_discrete else (lambda t: jnp.zeros(env.action_space.shape))
     _contract(env, 3, action)
+
+
+# ---- every Brax env by name, on a backend it supports; device-sized configs ---------------------------------------
+
+BRAX_STEPPED = ("swimmer", "reacher")  # jitted in the default run (generalized-only, and action repeat 4); all with -m slow
+
+
+def _one_jitted_step(env, **options):
+    """reset + one step with a zero action, compiled once."""
+
+    def reset_and_step(key):
+        obs, state = env.reset(key)
+        return obs, env.step(key, state, jnp.zeros(env.action_space.shape))
+
+    obs, (next_obs, _, reward, terminated, truncated, info) = jax.jit(reset_and_step)(jax.random.PRNGKey(0))
+    assert obs.shape == next_obs.shape == env.observation_shape
+    assert np.all(np.isfinite(np.asarray(next_obs))) and np.isfinite(float(reward))
+    assert not bool(truncated)
+
+
+def test_every_brax_env_builds_by_name_on_a_backend_it_supports():
+    from envs.adapters import BRAX_ONLY_BACKENDS
+
+    for name in envs.BRAX_ENVS:
+        env = envs.make(name)
+        assert env.backend == envs.default_backend(name) == BRAX_ONLY_BACKENDS.get(name, ("positional",))[0], name
+        assert env.backend != "mjx"  # 10-100x slower than the others on a CPU
+        assert len(env.observation_shape) == 1 and env.observation_shape[0] > 0 and env.action_space.shape[0] > 0
+
+
+@pytest.mark.parametrize("name", BRAX_STEPPED)
+def test_brax_env_takes_a_step_by_name(name):
+    _one_jitted_step(envs.make(name, **({"action_repeat": 4} if name == "reacher" else {})))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in envs.BRAX_ENVS if n not in BRAX_STEPPED])
+def test_every_other_brax_env_takes_a_step_by_name(name):
+    _one_jitted_step(envs.make(name))
+
+
+def test_every_brax_config_has_a_cpu_profile_that_changes_only_sizes():
+    from discovery import configs
+
+    sizing = {"total_timesteps", "num_envs", "num_steps", "rollouts_per_update", "num_minibatches"}
+    for name in envs.BRAX_ENVS:
+        cpu, _ = configs.load_train_spec(name, {"profile": "cpu"})
+        published, _ = configs.load_train_spec(name, {"profile": "accelerator"})
+        assert cpu.profile == "cpu" and published.profile == "accelerator", name
+        assert 16 <= cpu.ppo.num_envs <= 64 and cpu.ppo.num_steps <= 32 and cpu.ppo.batch_size <= 4096, name
+        assert configs.load_train_spec(name, {"total_timesteps": 50_000})[0].ppo.num_updates >= 20, name  # auto: cpu here
+        changed = {k for k in vars(cpu.ppo) if getattr(cpu.ppo, k) != getattr(published.ppo, k)}
+        assert changed <= sizing and cpu.env_options == published.env_options, (name, changed)
+        assert published.ppo.num_envs == 2048, name  # the published settings

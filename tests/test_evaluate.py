@@ -90,22 +90,31 @@ def _fake_run_seeds(calls):
     return fake
 
 
-def test_rerun_skips_finished_cells(evaluated, monkeypatch):
-    cells = sorted((evaluated / "cells").iterdir())
-    before = {p.name: p.stat().st_mtime_ns for p in cells}
+def _copy(evaluated, tmp_path):
+    """A private copy of the module's evaluation: a test that reruns into it cannot change what another test reads."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(evaluated, out)
+    return out
+
+
+def test_rerun_skips_finished_cells(evaluated, tmp_path, monkeypatch):
+    out = _copy(evaluated, tmp_path)
+    cells = sorted((out / "cells").iterdir())
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cells}
+    results = (out / "results.csv").read_text()
     calls = []
     monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
-    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(evaluated), *TINY])
+    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(out), *TINY])
     assert code == 0
     assert calls == []
-    assert {p.name: p.stat().st_mtime_ns for p in sorted((evaluated / "cells").iterdir())} == before
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((out / "cells").iterdir())} == before
+    assert (out / "results.csv").read_text() == results  # the table is rebuilt from the stored cells, identically
 
 
 def test_growing_the_grid_trains_only_new_cells(evaluated, tmp_path, monkeypatch):
-    import shutil
-
-    out = tmp_path / "grown"
-    shutil.copytree(evaluated, out)
+    out = _copy(evaluated, tmp_path)
     calls = []
     monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
     code = main(["evaluate", "--drifts", "ppo,dpo,dpo:alpha=1.5", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(out), *TINY])
@@ -115,12 +124,14 @@ def test_growing_the_grid_trains_only_new_cells(evaluated, tmp_path, monkeypatch
         assert [r["drift"] for r in csv.DictReader(handle)] == ["ppo", "dpo", "dpo:alpha=1.5"]
 
 
-def test_rerun_with_other_settings_is_refused(evaluated, monkeypatch, capsys):
+def test_rerun_with_other_settings_is_refused(evaluated, tmp_path, monkeypatch, capsys):
+    out = _copy(evaluated, tmp_path)
     calls = []
     monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
-    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "3", "--out", str(evaluated), *TINY])
+    code = main(["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "3", "--out", str(out), *TINY])
     assert code == 2 and calls == []
-    assert "different result" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different result" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize(
@@ -147,17 +158,20 @@ def test_corrupt_artifact_and_unknown_family(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip file")
     assert main(["evaluate", "--drifts", str(corrupt), "--out", str(tmp_path / "a"), *TINY]) == 2
-    assert "corrupt drift artifact" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corrupt drift artifact" in err and err.count("\n") == 1, err
     drift = drift_functions.make("dpo")
     path = artifacts.save_artifact(tmp_path / "alien.npz", drift, drift.init(None))
     data = dict(np.load(path))
     data["__drift__"] = np.asarray(json.dumps({"format": 1, "name": "alien_family", "options": {}, "metadata": {}}))
     np.savez(path, **data)
     assert main(["evaluate", "--drifts", str(path), "--out", str(tmp_path / "b"), *TINY]) == 2
-    assert "unknown drift 'alien_family'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown drift 'alien_family'" in err and err.count("\n") == 1, err
 
 
 def test_refuses_a_non_evaluation_directory(tmp_path, capsys):
     (tmp_path / "something.txt").write_text("not an evaluation")
     assert main(["evaluate", "--out", str(tmp_path), *TINY]) == 2
-    assert "holds no evaluation" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds no evaluation" in err and err.count("\n") == 1, err

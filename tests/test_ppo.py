@@ -10,6 +10,7 @@ import pytest
 
 import drift_functions as df
 import envs
+from envs.base import Discrete, Environment
 from rl_algos.ppo import SEEDS, HParams, PPOConfig, compute_gae, drift_policy_loss, final_return, make_train, make_train_batch
 from rl_algos.ppo.normalization import RunningStats, normalize, update_stats
 from rl_algos.ppo.policy import Policy
@@ -113,6 +114,114 @@ def test_unroll_values_matches_per_step_critic(truncation_rows):
         np.testing.assert_allclose(np.asarray(next_values[t])[used], np.asarray(reference)[used], rtol=1e-5, atol=1e-6)
 
 
+class ClockEnv(Environment):
+    """A stub with a time limit of 3: obs = [t, noise]; an episode ends by termination (chance 0.2
+    per step from the step key) or is truncated at t = 3; reward 1 per step. ``time_limit`` tells
+    the learner it may bound its truncation rows statically."""
+
+    name = "clock"
+    family = "stub"
+    observation_shape = (2,)
+    action_space = Discrete(2)
+    default_params = None
+
+    def __init__(self, time_limit=3, declare_time_limit=True):
+        self.limit = time_limit
+        if declare_time_limit:
+            self.time_limit = time_limit
+
+    def _reset(self, key, params):
+        return jnp.stack([0.0, jax.random.normal(key)]), jnp.zeros((), jnp.int32)
+
+    def _step(self, key, t, action, params):
+        key_end, key_obs, key_reset = jax.random.split(key, 3)
+        t = t + 1
+        terminated = jax.random.uniform(key_end) < 0.2
+        truncated = t >= self.limit
+        done = terminated | truncated
+        final_obs = jnp.stack([t.astype(jnp.float32), jax.random.normal(key_obs) + action])
+        reset_obs, _ = self._reset(key_reset, params)
+        return jnp.where(done, reset_obs, final_obs), jnp.where(done, 0, t), 1.0, terminated, truncated, final_obs
+
+
+def _rollout(env, policy, params, num_envs, num_steps, key):
+    """``num_steps`` steps of ``num_envs`` stub envs with the policy's actions, as make_train collects them."""
+    key_reset, key = jax.random.split(key)
+    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs))
+
+    def step(carry, key):
+        obs, state = carry
+        key_action, key_step = jax.random.split(key)
+        action, _, _ = policy.sample(params, obs, key_action)
+        next_obs, state, _, terminated, truncated, info = jax.vmap(env.step)(jax.random.split(key_step, num_envs), state, action)
+        return (next_obs, state), (obs, terminated, terminated | truncated, info["final_observation"])
+
+    _, (obs, terminated, done, final_obs) = jax.lax.scan(step, (obs, state), jax.random.split(key, num_steps))
+    return obs, terminated, done, final_obs
+
+
+def test_unroll_values_on_a_stub_env_with_time_limit_3_in_16_steps():
+    """Every truncation of a 16-step unroll gets V(true last obs), the budget ceil(15/3) = 5 rows per env
+    is used up exactly by an env that truncates at t = 2, 5, 8, 11, 14, and the second window starts
+    mid-episode; compared with the critic applied step by step."""
+    env, num_envs, steps = ClockEnv(), 8, 16
+    config = dataclasses.replace(TINY, num_envs=num_envs, num_steps=steps)
+    policy = Policy(config, env)
+    params = policy.init(jax.random.PRNGKey(0))
+    obs, terminated, done, final_obs = jax.jit(_rollout, static_argnums=(0, 1, 3, 4))(
+        env, policy, params, num_envs, 2 * steps, jax.random.PRNGKey(1))
+    truncation_rows = -(-(steps - 1) // env.time_limit)
+    assert truncation_rows == 5
+    stats = update_stats(RunningStats.create((2,)), obs)
+    normalize_fn = functools.partial(normalize, stats)
+    compute = jax.jit(unroll_values, static_argnums=(0, 4, 5))
+    per_step_value = jax.jit(policy.value)
+    most_truncations = 0
+    for window in range(2):
+        part = slice(window * steps, (window + 1) * steps)
+        term, ended, finals = np.asarray(terminated[part]), np.asarray(done[part]), final_obs[part]
+        truncated = ended & ~term
+        per_env = truncated[:-1].sum(axis=0)
+        most_truncations = max(most_truncations, int(per_env.max()))
+        assert per_env.max() <= truncation_rows and term.any()
+        assert ((per_env >= 2) & term[:-1].any(axis=0)).any()  # an env that truncates twice and terminates in one window
+        traj = Transition(obs=obs[part], action=None, log_prob=None, reward=None, terminated=jnp.asarray(term),
+                          done=jnp.asarray(ended), final_obs=finals, episode_return=None, episode_length=None)
+        norm_obs = normalize_fn(obs[part])
+        # the reference: the critic on each step's observations on their own
+        step_values = np.stack([per_step_value(params, norm_obs[t]) for t in range(steps)])
+        step_next = np.stack([per_step_value(params, normalize_fn(finals[t])) for t in range(steps)])
+        # where an episode was truncated, V(s'_t) is the last observation's value, not the reset one's
+        assert np.all(np.abs(step_next[:-1] - step_values[1:])[truncated[:-1]] > 1e-4)
+        used = ~term
+        used[-1] = True  # GAE multiplies a terminated step's bootstrap by 0, except that the last is always read
+        for rows in (truncation_rows, None):
+            values, next_values = compute(policy, params, norm_obs, traj, normalize_fn, rows)
+            np.testing.assert_allclose(values, step_values, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(next_values)[used], step_next[used], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"window {window}, truncation rows {rows}")
+    assert most_truncations == truncation_rows  # the static bound is reached, not just respected
+
+
+def test_training_with_a_declared_time_limit_equals_sending_every_final_obs_through_the_critic():
+    """make_train bounds the truncation rows from ``env.time_limit``; with the bound or without it
+    (every ``final_obs`` through the critic) the learner computes the same run."""
+    config = dataclasses.replace(TINY, num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4)
+    drift = df.make("ppo_clip")
+    outputs = []
+    for declared in (True, False):
+        env = ClockEnv(declare_time_limit=declared)
+        assert (getattr(env, "time_limit", None) == 3) == declared
+        state, metrics = jax.jit(make_train(config, env, drift))(jax.random.PRNGKey(0), drift.init(None))
+        outputs.append((state.params, metrics))
+    (params_a, metrics_a), (params_b, metrics_b) = outputs
+    assert float(metrics_a["episodes"].sum()) > 4 * 8 * 4  # episodes of at most 3 steps end all the time
+    for name in ("value_loss", "policy_loss", "episode_return"):
+        np.testing.assert_allclose(metrics_a[name], metrics_b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_train_batch_over_seeds_equals_vmapped_train(cartpole):
     drift = df.make("dpo")
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
@@ -163,6 +272,16 @@ def test_vmap_over_drift_params_and_hparams(cartpole):
     np.testing.assert_allclose(metrics["learning_rate"][:, 0], [1e-4, 1e-3], rtol=1e-6)
 
 
+def test_the_drift_receives_progress_update_over_num_updates(cartpole):
+    """p = update / num_updates in [0, 1) for every minibatch of an update (TA-LPO's extra input):
+    a probe drift that returns p makes the logged drift_mean that very value."""
+    probe = df.Drift("progress_probe", {}, lambda key: {},
+                     lambda params, ratio, advantage, progress, log_ratio=None: jnp.broadcast_to(progress, ratio.shape) * 1.0)
+    _, metrics = jax.jit(make_train(TINY, cartpole, probe))(jax.random.PRNGKey(0), {})
+    assert TINY.num_updates == 6
+    np.testing.assert_allclose(metrics["drift_mean"], np.arange(6) / 6, rtol=1e-6, atol=0)
+
+
 def test_continuous_gymnax_train_runs():
     # (Brax with tanh_gaussian and observation normalisation is covered by test_brax_inverted_pendulum_improves.)
     env = envs.make("Pendulum-v1")
@@ -191,7 +310,8 @@ def test_final_return_window():
     assert result[0] == 7.0 and np.isnan(result[1])
 
 
-@pytest.mark.parametrize("drift_name", ["ppo_clip", "dpo"])
+# DPO (the discovered drift) in the default run; PPO-clip, which every normalised score divides by, with -m slow.
+@pytest.mark.parametrize("drift_name", [pytest.param("ppo_clip", marks=pytest.mark.slow), "dpo"])
 def test_cartpole_learns_to_450(drift_name):
     """Acceptance: mean final return >= 450 on CartPole-v1 in 5e5 steps over 4 seeds (configs/train/CartPole-v1.yaml)."""
     from discovery import configs

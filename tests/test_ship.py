@@ -71,3 +71,14 @@ def test_ship_never_replaces_a_shipped_drift_unasked(fake_run, capsys, tmp_path)
     assert (shipped_dir / "x.npz").read_bytes() == before
     assert main(["ship", str(tmp_path), "--name", "y"]) == 2  # not a run directory
     assert "is not a meta-training run" in capsys.readouterr().err
+
+
+def test_ship_takes_a_single_artifact_with_its_own_metadata(fake_run):
+    run, params, shipped_dir = fake_run
+    fit = run / "fit_dpo.npz"
+    save_artifact(fit, drift_functions.make("dpo"), {"alpha": np.float32(1.5), "beta": np.float32(0.4)},
+                  {"distilled_from": "my_lpo", "r2": 0.93})
+    assert main(["ship", str(fit), "--name", "my_lpo_dpo"]) == 0
+    drift, loaded, metadata = load_artifact(shipped_dir / "my_lpo_dpo.npz")
+    assert drift.name == "dpo" and float(loaded["alpha"]) == 1.5
+    assert metadata["distilled_from"] == "my_lpo" and metadata["r2"] == 0.93 and metadata["label"] == "my_lpo_dpo"

@@ -148,4 +148,5 @@ def test_bad_sweep_yaml(tmp_path, capsys, body, message):
     path = tmp_path / "sweep.yaml"
     path.write_text(body)
     assert main(["sweep", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -152,12 +152,12 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
     take = lambda tree, start, stop: jax.tree.map(lambda x: x[start:stop], tree)  # noqa: E731
     member_keys = lambda r, size: jax.random.split(jax.random.PRNGKey(1000 + r), size)  # noqa: E731
 
-    single = Timed("single", batch_compile(train_batch), lambda r: (member_keys(r, 1), take(members, 0, 1), None),
+    single = Timed("single", functools.partial(compile_batch, train_batch, axes=MEMBERS), lambda r: (member_keys(r, 1), take(members, 0, 1), None),
                    config.env_steps, "agent_steps_per_s")
     rows = []
     for size in case.sizes:
         params = take(members, 0, size)
-        vmapped = Timed("vmapped", batch_compile(train_batch), lambda r, size=size, params=params: (member_keys(r, size), params, None),
+        vmapped = Timed("vmapped", functools.partial(compile_batch, train_batch, axes=MEMBERS), lambda r, size=size, params=params: (member_keys(r, size), params, None),
                         size * config.env_steps, "agent_steps_per_s")
         runs = size if case.sequential_cap is None else min(size, case.sequential_cap)
         sequential_times, sequential_cpu = [], []

@@ -66,15 +66,16 @@ class Preset:
 
 _CARTPOLE_CASE = dict(total_timesteps=4 * 128 * 200)  # 200 updates of purejaxrl's 4 envs × 128 steps
 _CARTPOLE_POPULATION = dict(total_timesteps=4 * 128 * 32)  # 32 updates per member
+_SMOKE = dict(total_timesteps=4 * 32, num_steps=32, update_epochs=1, num_minibatches=2, actor_hidden=[16], critic_hidden=[16])
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="tiny budgets for the test suite: CartPole limit/ours (+progress), a population of 2",
-        cases=(EnvCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
-                       brax=False, progress=True),),
-        populations=(PopulationCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
-                                    sizes=(2,), meta_size=2),),
+        # One update of one-layer networks: every part (limit, learner, ours, ours_progress, single, vmapped,
+        # meta-generation) compiles once, and compiling is nearly all of the smoke run's time.
+        cases=(EnvCase("CartPole-v1", dict(_SMOKE), brax=False, progress=True),),
+        populations=(PopulationCase("CartPole-v1", dict(_SMOKE), sizes=(2,), meta_size=2),),
         cores=(CoresCase("CartPole-v1", dict(total_timesteps=4 * 32 * 2, num_steps=32, update_epochs=1, num_minibatches=2),
                          seeds=2, meta_size=2),),
         repeats=3,
@@ -103,9 +104,10 @@ PRESETS: dict[str, Preset] = {
         description="ant, halfcheetah, humanoid (positional) at 2,048 envs with the published layouts; CartPole and "
         "Breakout-MinAtar populations of 64-256",
         cases=(
-            EnvCase("ant", dict(backend="positional", total_timesteps=2048 * 5 * 16 * 10)),
-            EnvCase("halfcheetah", dict(backend="positional", total_timesteps=2048 * 20 * 8 * 5)),
-            EnvCase("humanoid", dict(backend="positional", total_timesteps=2048 * 10 * 16 * 5)),
+            # The published layouts: the accelerator profile, whatever the machine.
+            EnvCase("ant", dict(profile="accelerator", backend="positional", total_timesteps=2048 * 5 * 16 * 10)),
+            EnvCase("halfcheetah", dict(profile="accelerator", backend="positional", total_timesteps=2048 * 20 * 8 * 5)),
+            EnvCase("humanoid", dict(profile="accelerator", backend="positional", total_timesteps=2048 * 10 * 16 * 5)),
         ),
         populations=(
             PopulationCase("CartPole-v1", dict(total_timesteps=4 * 128 * 50), sizes=(1, 64, 256), meta_size=256, sequential_cap=16),

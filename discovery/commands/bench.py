@@ -20,7 +20,8 @@ EXAMPLE = "discovery bench --preset cpu --out runs/bench_cpu"
 
 
 def register(subparsers) -> None:
-    presets = "; ".join(f"{p.name}: {p.description} ({p.measured})" for p in PRESETS.values())
+    # What each preset measures; where its numbers were taken (`measured`) is a note for the docs and reports, not for --help.
+    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     parser = subparsers.add_parser(
         "bench",
         help="benchmark our PPO against the env-only limit and Brax's PPO, and vmapped populations",

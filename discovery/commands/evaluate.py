@@ -10,7 +10,8 @@ from discovery.drifts import split_drift_list
 from discovery.errors import UserError
 from discovery.evaluate import WandbOptions, env_tasks, run_evaluation, split_list, suite_tasks
 from discovery.suites import ROLES, load_suite
-from discovery.progress import status
+from discovery.progress import interruptible, set_interrupt_hint, status
+from discovery.wandb_logging import preflight
 
 EXAMPLE = ("discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out runs/eval; "
            "discovery evaluate --suite cpu --drifts ppo,dpo,lpo_cpu_suite --seeds 16 --seed 9100 --out runs/suite")
@@ -33,16 +34,19 @@ def register(subparsers) -> None:
     parser.add_argument("--reference", default=None, help="drift that scores are normalised by (default: the ppo/ppo_clip entry, if any)")
     parser.add_argument("--report", default=None, metavar="PATH",
                         help="also write the results as a self-contained document (e.g. docs/RESULTS.md), figures in PATH's folder/results/")
+    parser.add_argument("--profile", choices=("cpu", "accelerator", "auto"), default=None,
+                        help="the settings of configs with profiles (Brax): cpu (a few dozen envs) or accelerator (the published "
+                        "ones); default auto: cpu when JAX finds no accelerator")
     parser.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples for the CIs (default: 2000)")
     add_run_arguments(parser, out_help="output directory (default: runs/evaluate_<time>); reuse it to resume",
                       overwrite_help="recompute cells whose saved settings differ instead of refusing", seeds_default=8,
                       seeds_help="seeds per cell, trained in one vmapped call; the same for every drift (default: 8)")
     add_wandb_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=interruptible(run))
 
 
 def run(args, extra: list[str]) -> int:
-    overrides = overrides_from(args, extra)
+    overrides = overrides_from(args, extra) | ({"profile": args.profile} if args.profile else {})
     if args.bootstrap_reps < 1:
         raise UserError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
     if args.suite and args.envs:
@@ -58,7 +62,13 @@ def run(args, extra: list[str]) -> int:
         tasks = suite_tasks(suite, overrides, roles)
     else:
         suite, tasks = None, env_tasks(split_list(args.envs or "CartPole-v1"), overrides)
+    preflight(args.wandb)  # before any cell is trained: each cell logs as it finishes
     out = Path(args.out or f"runs/evaluate_{datetime.now():%Y%m%d-%H%M%S}")
+    set_interrupt_hint(f"rerun the same command with --out {out} to continue: finished cells are kept and only the rest is trained")
+    for task in tasks:
+        if task.spec.profile:
+            status(f"{task.label}: profile [bold]{task.spec.profile}[/bold] of {task.spec.source} "
+                   f"({task.spec.ppo.num_envs} envs × {task.spec.ppo.num_steps} steps; --profile cpu|accelerator)")
     report = run_evaluation(
         split_drift_list(args.drifts),
         tasks,

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 from rich.markup import escape
 
+import drift_functions
 import meta
 from discovery import distributed
 from discovery import meta_training as mt
@@ -21,7 +22,7 @@ from discovery.errors import UserError
 from discovery.fitness import build_validation, reference_returns
 from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
 from discovery.plots import plot_fitness_curve
-from discovery.progress import make_progress, status
+from discovery.progress import eta_text, interruptible, make_progress, set_interrupt_hint, status
 from discovery.stats import mean_ci, paired_difference, reading_of_difference
 from discovery.training import run_seeds
 from discovery.wandb_logging import WandbRun, preflight
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", default=None, help="meta-training YAML (configs/meta/*.yaml)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     parser.add_argument("--drift", default=None,
-                        help="drift family whose parameters the ES searches: lpo, ta_lpo, or a closed form (dpo, dpo_poly, ppo_clip) (default: from config)")
+                        help=f"drift family whose parameters the ES searches: {', '.join(drift_functions.registered())} (default: from config)")
     parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
     parser.add_argument("--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members")
     add_run_arguments(parser, out_help="new run directory (default: runs/meta_<time>)", seed_default=None,
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
                         "PPO and DPO on the first task on fresh seeds, and print the table with a one-line reading")
     parser.add_argument("--compare-seeds", type=int, default=16, help="fresh seeds per drift for --compare (default: 16)")
     add_wandb_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=interruptible(run))
 
 
 def _collect_overrides(args, extra) -> dict:
@@ -69,6 +70,9 @@ def run(args, extra: list[str]) -> int:
     state = None
     start = 0
     if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise UserError(f"--resume {args.resume} continues that run in its own directory, so --out {args.out} would be ignored; "
+                            f"drop --out (to branch the run, copy {args.resume} to {args.out} and pass --resume {args.out})")
         out = Path(args.resume)
         if distributed.active():
             out = _mirror_resume_dir(out)
@@ -98,12 +102,17 @@ def run(args, extra: list[str]) -> int:
             if checkpoint.config and mt.meta_config_from_dict(checkpoint.config, {}).identity() != config.identity():
                 raise UserError(f"checkpoint {latest} belongs to a different config than {out}/config.yaml")
             state, start, references = checkpoint.es_state, checkpoint.generation, checkpoint.references
+            if config.generations < start:  # config.yaml must never claim fewer generations than the run holds
+                raise UserError(f"{out} already has {start} generations; --generations is the total to reach, so "
+                                f"{config.generations} would run nothing: give --generations {start + 1} or more to continue")
             status(f"resuming {out} from generation {start} ({latest.name})")
         else:
             status(f"no checkpoint in {out} yet: starting it from generation 0")
     else:
         out = prepare_run_dir(out, overwrite=args.overwrite)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    set_interrupt_hint(f"`discovery meta-train --resume {out}` continues this run from its last checkpoint "
+                       f"(one every {config.checkpoint_every} generations)")
 
     if references is None or np.ndim(references) != 2:  # runs from before random normalisation stored PPO's only
         references = reference_returns(run_.specs, config.seeds, config.seed)
@@ -134,9 +143,11 @@ def run(args, extra: list[str]) -> int:
         mean, best, sigma = (row[k] if row[k] is not None else float("nan") for k in ("fitness_mean", "best_fitness", "sigma"))
         progress.update(task, advance=1, rate=f"fit {mean:.3g} best {best:.3g} σ {sigma:.3g} · {row['env_steps_per_second']:,.0f} steps/s")
         if not progress.console.is_terminal:
+            done = row["generation"] + 1 - start
             status(f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max {row['fitness_max'] or float('nan'):.4g}, "
                    f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
-                   f"({row['env_steps_per_second']:,.0f} env-steps/s)")
+                   f"({row['env_steps_per_second']:,.0f} env-steps/s), "
+                   f"{eta_text(done, config.generations - start, time.perf_counter() - started)}")
         validation = row.get("validation")
         if validation:
             status(f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) on "
@@ -156,7 +167,8 @@ def run(args, extra: list[str]) -> int:
         status(f"{out} already has {start} generations; nothing to run (raise --generations to continue)")
     elapsed = time.perf_counter() - started
     if rows:
-        plot_fitness_curve(rows, out / "fitness.png", title=f"{config.drift} on {tasks} ({config.es.algorithm})")
+        plot_fitness_curve(rows, out / "fitness.png", title=f"{config.drift} on {tasks} ({config.es.algorithm})",
+                           normalized=config.uses_reference)
     summary = {"generations": config.generations, "seconds_this_session": elapsed, "references": references,
                "final_fitness_mean": rows[-1]["fitness_mean"] if rows else None,
                "best_fitness": rows[-1]["best_fitness"] if rows else None}

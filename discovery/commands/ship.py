@@ -14,7 +14,8 @@ from discovery.drifts import DISCOVERED_DIR
 from discovery.errors import UserError
 from discovery.progress import status
 
-EXAMPLE = "discovery ship docs/meta_training/lpo_cpu_suite --name lpo_cpu_suite"
+EXAMPLE = ("discovery ship docs/meta_training/lpo_cpu_suite --name lpo_cpu_suite; "
+           "discovery ship runs/distill/fit_dpo_poly.npz --name lpo_cpu_suite_poly")
 CHOICES = ("best_validated_drift.npz", "drift.npz", "best_drift.npz")
 
 
@@ -23,9 +24,11 @@ def register(subparsers) -> None:
         "ship",
         help="ship a meta-training run's drift as `--drift STEM` (drift_functions/discovered/STEM.npz)",
         description="Copy a drift of a meta-training run into drift_functions/discovered/ with its provenance: the run's "
-        "config, generations, env steps, CPU hours, validation score and the commit. Example: " + EXAMPLE,
+        "config, generations, env steps, CPU hours, validation score and the commit. RUN may also be one drift artifact "
+        "(.npz, e.g. a `discovery distill` fit), shipped with its own metadata. Example: " + EXAMPLE,
     )
-    parser.add_argument("run_dir", metavar="RUN", help="a meta-training run directory (with config.yaml and metrics.jsonl)")
+    parser.add_argument("run_dir", metavar="RUN", help="a meta-training run directory (with config.yaml and metrics.jsonl), "
+                        "or a drift artifact (.npz)")
     parser.add_argument("--name", required=True, help="the stem users will type after --drift (letters, digits, _ and -)")
     parser.add_argument("--artifact", default=CHOICES[0], choices=CHOICES,
                         help="which of the run's drifts (default: the ES mean that scored best on the validation seeds)")
@@ -41,16 +44,23 @@ def _commit() -> str:
         return "unknown"
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (shipped metadata should not name one machine's folders)."""
+    resolved = path.resolve()
+    return os.path.relpath(resolved, REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
+
+
 def run(args, extra: list[str]) -> int:
     if extra:
         raise UserError(f"unexpected argument(s) {' '.join(extra)}; ship takes RUN, --name, --artifact, --overwrite")
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
-        raise UserError(f"{run_dir} is not a meta-training run (it needs config.yaml and metrics.jsonl)")
+    single = run_dir.suffix == ".npz"
+    if not single and (not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file()):
+        raise UserError(f"{run_dir} is not a meta-training run (it needs config.yaml and metrics.jsonl) nor a drift artifact (.npz)")
     name = args.name.strip()
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise UserError(f"--name must be letters, digits, '_' and '-' (it becomes --drift NAME), got {args.name!r}")
-    source = run_dir / args.artifact
+    source = run_dir if single else run_dir / args.artifact
     try:
         drift, params, metadata = load_artifact(source)
     except ArtifactError as error:
@@ -58,6 +68,12 @@ def run(args, extra: list[str]) -> int:
     target = DISCOVERED_DIR / f"{name}.npz"
     if target.exists() and not args.overwrite:
         raise UserError(f"{target} already exists; pass --overwrite to replace it, or choose another --name")
+    if single:
+        DISCOVERED_DIR.mkdir(parents=True, exist_ok=True)
+        save_artifact(target, drift, params, {**metadata, "label": name, "shipped_from": _relative(source),
+                                              "commit": _commit(), "shipped": datetime.now().isoformat(timespec="seconds")})
+        status(f"shipped {source} as --drift {name} ({target}, {target.stat().st_size:,} bytes): {drift.spec}")
+        return 0
 
     rows = mt.read_metrics(run_dir)
     generation = int(metadata.get("generation") or len(rows))
@@ -67,8 +83,8 @@ def run(args, extra: list[str]) -> int:
     shipped = {
         **metadata,
         "label": name,
-        "shipped_from": f"{os.path.relpath(source.resolve(), REPO_ROOT)}",
-        "run": os.path.relpath(run_dir.resolve(), REPO_ROOT),
+        "shipped_from": _relative(source),
+        "run": _relative(run_dir),
         "generation": generation,
         "env_steps_total": int(last.get("env_steps_total", 0)),
         "cpu_seconds_total": float(last.get("cpu_seconds_total", 0.0)),

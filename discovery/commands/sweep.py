@@ -24,7 +24,7 @@ from discovery.sweeps import (
     sweep_markdown,
     sweep_rows,
 )
-from discovery.wandb_logging import WandbRun
+from discovery.wandb_logging import WandbRun, preflight
 
 EXAMPLE = "discovery sweep --env CartPole-v1 --drift dpo --grid learning_rate=1e-4,3e-4 --grid alpha=1.5,2.0 --seeds 2 --out runs/sweep"
 MAX_CURVES = 12
@@ -73,6 +73,7 @@ def run(args, extra: list[str]) -> int:
     seeds = args.seeds if args.seeds is not None else int(fixed.get("seeds", 4))
     seed = args.seed if args.seed is not None else int(fixed.get("seed", 0))
     plan = build_plan(str(env), str(drift), definition, overrides, seeds, seed)
+    preflight(args.wandb)  # before any training: W&B is only used at the end
     if plan.used_family_default:
         status(f"[yellow]no configs/train/{env}.yaml: using the {Path(plan.spec.source).stem} family defaults ({plan.spec.source})[/yellow]")
     out = prepare_run_dir(Path(args.out or f"runs/sweep_{slug(str(env))}_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=args.overwrite)

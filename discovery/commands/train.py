@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rich.markup import escape
 
+import drift_functions
 from discovery import configs
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.drifts import resolve_drift
@@ -36,7 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--profile", choices=(*configs.PROFILES, "auto"), default=None,
                         help="the settings of a config with profiles (Brax): cpu (a few dozen envs) or accelerator (the published "
                         "ones); default auto: cpu when JAX finds no accelerator")
-    parser.add_argument("--drift", default="ppo", help="ppo_clip | dpo | lpo | ta_lpo, NAME:key=value,... (e.g. dpo:alpha=1.5), or a drift artifact path")
+    parser.add_argument("--drift", default="ppo", help=f"{' | '.join(drift_functions.registered())}, NAME:key=value,... (e.g. dpo:alpha=1.5), "
+                        "a shipped discovered drift (see `discovery drifts`), or a drift artifact path (default: ppo)")
     parser.add_argument("--config", default=None, help="a train YAML to use instead of configs/train/<env>.yaml")
     add_run_arguments(parser, out_help="output directory (default: runs/<env>_<drift>_<time>)", seeds_default=8,
                       seeds_help="number of seeds trained in parallel (default: 8)")
@@ -52,7 +54,8 @@ def run(args, extra: list[str]) -> int:
     resolved = resolve_drift(args.drift)
     preflight(args.wandb)  # before --out is made: a W&B failure leaves nothing behind
     if fallback:
-        status(f"[yellow]no configs/train/{args.env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
+        whose = f"{args.env} is your own env" if ":" in args.env else f"no configs/train/{args.env}.yaml"
+        status(f"[yellow]{whose}: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
     out = Path(args.out or f"runs/{slug(args.env)}_{resolved.label.replace('/', '_').replace(':', '_')}_{datetime.now():%Y%m%d-%H%M%S}")
     out = prepare_run_dir(out, overwrite=args.overwrite)
 
@@ -80,7 +83,11 @@ def run(args, extra: list[str]) -> int:
         "run_seconds": result.run_seconds,
         "env_steps_per_second": result.steps_per_second,
         "devices": result.devices,
+        "diverged_seeds": diverged_seeds(result.metrics),
     }
+    if summary["diverged_seeds"]:
+        status(f"[bold red]seed(s) {', '.join(map(str, summary['diverged_seeds']))} diverged (non-finite losses): their returns "
+               "are not meaningful; lower the learning rate or check the env[/bold red]")
     write_metrics_csv(out / "metrics.csv", result)
     plot_learning_curves({resolved.label: result.metrics["episode_return"]}, result.env_steps, out / "learning_curve.png",
                          title=f"{args.env} — {resolved.label} ({args.seeds} seeds)")
@@ -110,6 +117,15 @@ def profile_line(spec) -> str:
     other = {"cpu": "accelerator (the published settings)", "accelerator": "cpu (a few dozen envs)"}[spec.profile]
     return (f"profile [bold]{spec.profile}[/bold] of {spec.source}: {spec.ppo.num_envs} envs × {spec.ppo.num_steps} steps × "
             f"{spec.ppo.rollouts_per_update} unrolls per update (--profile {other})")
+
+
+def diverged_seeds(metrics: dict) -> list[int]:
+    """Seeds whose losses became NaN/inf at some update (a diverged learner still reports finite returns)."""
+    losses = [np.asarray(metrics[name]) for name in ("policy_loss", "value_loss") if name in metrics]
+    if not losses:
+        return []
+    bad = np.any([~np.isfinite(loss) for loss in losses], axis=(0, 2))
+    return [int(s) for s in np.flatnonzero(bad)]
 
 
 def write_metrics_csv(path: Path, result) -> None:

@@ -51,8 +51,8 @@ from discovery.fitness import random_return
 from discovery.suites import Suite
 from discovery.evaluate.public_report import write_public_report
 from discovery.evaluate.report import log_cell_to_wandb, log_summary_to_wandb, summarise, write_reports
-from discovery.outputs import atomic_write_json, prepare_run_dir, read_npz, slug, write_npz
-from discovery.progress import make_progress, status
+from discovery.outputs import DamagedFileError, atomic_write_json, prepare_run_dir, read_npz, slug, write_npz
+from discovery.progress import eta_text, make_progress, status
 from discovery.training import TrainingResult, run_seeds
 
 CELL_DIR = "cells"
@@ -247,7 +247,9 @@ def _load_cell(cell: Cell, out: Path, expected: dict, overwrite: bool) -> CellRe
     except (OSError, ValueError, KeyError) as error:
         if overwrite:
             return None
-        raise UserError(f"unreadable cell {json_path} ({type(error).__name__}); delete it to rerun that cell, or pass --overwrite") from None
+        reason = str(error) if isinstance(error, DamagedFileError) else f"{type(error).__name__}: {error}"
+        raise UserError(f"unreadable cell {json_path.with_suffix('')}.{{json,npz}} ({reason}); delete both files to rerun "
+                        "that cell, or pass --overwrite") from None
     if _canonical(saved.get("fingerprint")) != _canonical(expected):
         if overwrite:
             return None
@@ -311,7 +313,8 @@ def run_evaluation(
     out = prepare_run_dir(out, overwrite=overwrite, resume_marker=GRID_FILE)
     for task in tasks:
         if task.fallback:
-            status(f"[yellow]no configs/train/{task.env}.yaml: using the {Path(task.spec.source).stem} family defaults ({task.spec.source})[/yellow]")
+            whose = f"{task.env} is your own env" if ":" in task.env else f"no configs/train/{task.env}.yaml"
+            status(f"[yellow]{whose}: using the {Path(task.spec.source).stem} family defaults ({task.spec.source})[/yellow]")
     grid = {
         "drifts": [{"label": r.label, "source": r.source, "family": r.drift.name, "options": r.drift.options} for r in resolved],
         "suite": suite,
@@ -338,6 +341,7 @@ def run_evaluation(
 
     progress = make_progress() if show_progress else None
     grid_task = progress.add_task("grid", total=len(cells), completed=len(results), rate="") if progress else None
+    grid_started, trained_steps = time.perf_counter(), 0
     with progress or contextlib.nullcontext():
         for cell, expected in todo:
             config = cell.spec.ppo
@@ -353,10 +357,14 @@ def run_evaluation(
             results.append(cell_result)
             log_cell_to_wandb(wandb, out, cell, result, num_seeds, seed)
             finite = result.final_returns[np.isfinite(result.final_returns)]
+            trained_steps += int(result.env_steps[-1]) * num_seeds
+            grid_elapsed = time.perf_counter() - grid_started
             status(f"  final return {np.mean(finite) if finite.size else float('nan'):.1f} "
-                   f"(compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s)")
+                   f"(compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s); grid: "
+                   f"{len(results) - len(cells) + len(todo)}/{len(todo)} cells to train, "
+                   f"{eta_text(len(results) - len(cells) + len(todo), len(todo), grid_elapsed)}")
             if progress is not None:
-                progress.advance(grid_task)
+                progress.update(grid_task, advance=1, rate=f"{trained_steps / max(grid_elapsed, 1e-9):,.0f} steps/s")
 
     order = {cell.name: i for i, cell in enumerate(cells)}
     results.sort(key=lambda r: order[r.cell.name])

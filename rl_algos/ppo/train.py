@@ -170,6 +170,11 @@ def unroll_values(
     env with time limit ``L``); ``None`` sends every ``final_obs`` through the
     critic. On terminated steps (``t < T−1``) the second output is then
     ``V(s_{t+1})``, which GAE multiplies by 0.
+
+    An env that truncates more often than its declared time limit would leave
+    truncated steps without a row; rather than bootstrapping those from the
+    next episode's first observation (silently wrong), the whole second output
+    is then NaN, so the run's losses turn non-finite and it is reported as failed.
     """
     steps, num_envs = norm_obs.shape[:2]
     obs_shape = norm_obs.shape[2:]
@@ -188,7 +193,9 @@ def unroll_values(
     values = out[: steps * num_envs].reshape(steps, num_envs)
     last = out[steps * num_envs : (steps + 1) * num_envs]
     inner = values[1:].reshape(-1).at[index].set(out[(steps + 1) * num_envs :], mode="drop")
-    return values, jnp.concatenate([inner.reshape(steps - 1, num_envs), last[None]])
+    next_values = jnp.concatenate([inner.reshape(steps - 1, num_envs), last[None]])
+    overflow = jnp.sum(truncated) > extra  # more truncations than the time limit allows: some bootstrap has no row
+    return values, jnp.where(overflow, jnp.nan, next_values)
 
 
 def progress_interval(config: PPOConfig) -> int:

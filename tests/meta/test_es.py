@@ -94,15 +94,52 @@ def test_open_es_converges_on_toy_objective():
     assert_state_finite(state)
 
 
-@pytest.mark.parametrize("algorithm", ["CMA_ES", "SNES", "xNES", "PGPE"])
-def test_other_algorithms_improve_and_stay_finite(algorithm):
+# The algorithms the README names run in the default suite; every other one `meta.ESConfig` accepts, with -m slow.
+NAMED_ALGORITHMS = ["ARS", "CMA_ES", "PGPE", "SNES", "xNES"]
+# Measured on this toy (15 generations, P = 8; mean distance² 0.60 at the start): the iAMaLGaM pair moves its
+# mean *away* from the optimum (to 10.6 and 15.6), NoiseReuseES and Rm_ES hardly move it (0.45, 0.44).
+# Every other algorithm ends at 0.03-0.18. Strict xfails, so that a fix shows up.
+KNOWN_NOT_IMPROVING = {
+    "iAMaLGaM_Full": "its mean moves away from the optimum on the toy objective",
+    "iAMaLGaM_Univariate": "its mean moves away from the optimum on the toy objective",
+    "NoiseReuseES": "hardly moves its mean in 15 generations",
+    "Rm_ES": "hardly moves its mean in 15 generations",
+}
+ALGORITHM_CASES = [
+    pytest.param(name, marks=() if name in NAMED_ALGORITHMS else (
+        pytest.mark.slow, *([pytest.mark.xfail(strict=True, reason=KNOWN_NOT_IMPROVING[name])] if name in KNOWN_NOT_IMPROVING else [])))
+    for name in meta.es.ALGORITHMS if name != "Open_ES"  # Open_ES: test_open_es_converges_on_toy_objective
+]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHM_CASES)
+def test_other_algorithms_move_their_mean_towards_the_optimum(algorithm):
+    """The ES *mean* (what meta-training saves as drift.npz) gets closer to the optimum, not just the best member seen."""
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), "small")
     state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
+    initial = float(squared_distance(strategy.mean(state), SMALL_TARGET))
     state, stats = run(strategy, state, jax.random.key(1), 15, small_fitness)
     assert_state_finite(state)
-    assert strategy.best(state)[1] > 0.05 - squared_distance(SMALL_TEMPLATE, SMALL_TARGET)
+    final = float(squared_distance(strategy.mean(state), SMALL_TARGET))
+    assert final < 0.5 * initial, (initial, final)
     assert jnp.all(jnp.isfinite(stats.fitness))
     assert jax.tree.structure(strategy.mean(state)) == jax.tree.structure(SMALL_TEMPLATE)
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_antithetic_members_mirror_each_other_about_the_mean(antithetic):
+    """pop[i] − mean == −(pop[i + P/2] − mean) with antithetic sampling; not so without it."""
+    config = ESConfig(population_size=8, sigma=0.1, antithetic=antithetic)
+    strategy = cached_strategy(config)
+    mean = jax.tree.map(lambda x: x + 0.5, TEMPLATE)  # away from 0, so that a sign error cannot hide
+    state = strategy.init(jax.random.key(0), mean)
+    population, _ = strategy.ask(jax.random.key(1), state)
+    for leaf, centre in zip(jax.tree.leaves(population), jax.tree.leaves(strategy.mean(state))):
+        noise = np.asarray(leaf - centre)
+        assert noise.shape[0] == 8 and np.all(np.abs(noise).reshape(8, -1).max(axis=1) > 1e-3)
+        mirrored = np.allclose(noise[:4], -noise[4:], atol=1e-6)
+        assert mirrored == antithetic
+        assert 0.05 < noise.std() < 0.2  # σ = 0.1
 
 
 # --- conventions --------------------------------------------------------------------
