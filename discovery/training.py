@@ -65,10 +65,9 @@ def batch_mesh(devices=None) -> Mesh:
 
 
 def default_mesh(learners: int) -> Mesh:
-    """Every device, or only ``learners`` of them when there are fewer learners and one process holds them all
-    (so a single learner is never padded with copies of itself)."""
-    devices = jax.devices()
-    return batch_mesh(devices[:learners] if jax.process_count() == 1 and learners < len(devices) else devices)
+    """Every device; in one process, only as many as give each device at least two learners
+    (:func:`meta.at_least_two_per_device`: a batch of one rounds differently) and never more than ``learners``."""
+    return meta.at_least_two_per_device(batch_mesh(), learners)
 
 
 @dataclasses.dataclass

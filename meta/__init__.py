@@ -21,6 +21,7 @@ from meta.es import (
 )
 from meta.evaluation import (
     POPULATION_AXIS,
+    at_least_two_per_device,
     evaluate_population,
     fetch,
     make_population_mesh,
@@ -38,6 +39,7 @@ __all__ = [
     "GenerationStats",
     "Strategy",
     "algorithm_class",
+    "at_least_two_per_device",
     "decay_schedule",
     "evaluate_population",
     "fetch",

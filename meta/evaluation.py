@@ -83,6 +83,29 @@ def _pad_leading(x: jax.Array, num_pad: int) -> jax.Array:
     return jnp.concatenate([x, jnp.repeat(x[-1:], num_pad, axis=0)], axis=0)
 
 
+MIN_PER_DEVICE = 2
+
+
+def at_least_two_per_device(mesh: Mesh, batch: int) -> Mesh:
+    """`mesh`, or (in one process) a mesh of its first `max(1, batch // 2)` devices, so that no device
+    gets a batch of one.
+
+    XLA simplifies a vmapped axis of size 1 away, and the unbatched matmuls it
+    then emits round differently from the batched ones; in a chaotic inner run
+    (many epochs, high learning rate) that difference grows into a different
+    return. With at least two rows per device the per-learner arithmetic is the
+    same as on one device, so results stay bit-identical (tested).
+    """
+    if not mesh.devices.size or batch // mesh.size >= MIN_PER_DEVICE or not _fully_addressable(mesh):
+        return mesh
+    devices = list(mesh.devices.flat)[: max(1, batch // MIN_PER_DEVICE)]
+    return Mesh(np.asarray(devices), mesh.axis_names)
+
+
+def _fully_addressable(mesh: Mesh) -> bool:
+    return all(device.process_index == jax.process_index() for device in mesh.devices.flat)
+
+
 def pad_leading(tree: PyTree, multiple: int) -> tuple[PyTree, int]:
     """Pad every leaf's leading axis to a multiple of `multiple` with copies of its last row.
 
@@ -140,6 +163,7 @@ def _evaluate_chunk(
         return _evaluate_batch(fitness_fn, members, key, shared_key)
 
     n = population_size(members)
+    mesh = at_least_two_per_device(mesh, n)
     members, num_pad = pad_leading(members, mesh.size)
     member_sharding = NamedSharding(mesh, PartitionSpec(POPULATION_AXIS))
     members = place(members, member_sharding)

@@ -354,3 +354,16 @@ def test_state_from_arrays_rejects_mismatched_checkpoint():
     del arrays["mean"]
     with pytest.raises(ValueError, match="missing.*mean"):
         meta.state_from_arrays(strategy, arrays)
+
+
+def test_a_mesh_never_gives_a_device_a_batch_of_one():
+    from jax.sharding import Mesh
+
+    import meta
+
+    devices = np.asarray(jax.devices() * 4)  # four entries are enough to check the arithmetic
+    mesh = Mesh(devices, ("population",))
+    assert meta.at_least_two_per_device(mesh, 8) is mesh
+    assert meta.at_least_two_per_device(mesh, 6).size == 3
+    assert meta.at_least_two_per_device(mesh, 4).size == 2
+    assert meta.at_least_two_per_device(mesh, 1).size == 1
