@@ -182,7 +182,7 @@ def redirect_outputs(args: argparse.Namespace) -> None:
     """On processes other than 0: ``--out`` goes to a private temporary directory and W&B is off."""
     if is_main():
         return
-    if hasattr(args, "out"):
+    if hasattr(args, "out") and not getattr(args, "resume", None):  # a resumed run's directory is mirrored instead
         args.out = str(private_dir() / "out")
     if hasattr(args, "wandb"):
         args.wandb = "off"

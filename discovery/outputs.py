@@ -180,6 +180,17 @@ def check_writable(directory: Path) -> None:
     os.unlink(probe)
 
 
+def git_commit() -> str:
+    """The short commit of this checkout (``"unknown"`` outside a git checkout or without git)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def environment_info() -> dict[str, Any]:
     """Versions, device and command line, recorded beside every result."""
     versions = {}

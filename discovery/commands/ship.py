@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from discovery.artifacts import ArtifactError, load_artifact, save_artifact
 from discovery.configs import REPO_ROOT
 from discovery.drifts import DISCOVERED_DIR
 from discovery.errors import UserError
+from discovery.outputs import git_commit
 from discovery.progress import status
 
 EXAMPLE = ("discovery ship docs/meta_training/lpo_cpu_suite --name lpo_cpu_suite; "
@@ -34,14 +34,6 @@ def register(subparsers) -> None:
                         help="which of the run's drifts (default: the ES mean that scored best on the validation seeds)")
     parser.add_argument("--overwrite", action="store_true", help="replace a shipped drift of the same name")
     parser.set_defaults(run=run)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=REPO_ROOT).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _relative(path: Path) -> str:
@@ -71,7 +63,7 @@ def run(args, extra: list[str]) -> int:
     if single:
         DISCOVERED_DIR.mkdir(parents=True, exist_ok=True)
         save_artifact(target, drift, params, {**metadata, "label": name, "shipped_from": _relative(source),
-                                              "commit": _commit(), "shipped": datetime.now().isoformat(timespec="seconds")})
+                                              "commit": git_commit(), "shipped": datetime.now().isoformat(timespec="seconds")})
         status(f"shipped {source} as --drift {name} ({target}, {target.stat().st_size:,} bytes): {drift.spec}")
         return 0
 
@@ -89,7 +81,7 @@ def run(args, extra: list[str]) -> int:
         "env_steps_total": int(last.get("env_steps_total", 0)),
         "cpu_seconds_total": float(last.get("cpu_seconds_total", 0.0)),
         "meta_config": config.to_dict(),
-        "commit": _commit(),
+        "commit": git_commit(),
         "shipped": datetime.now().isoformat(timespec="seconds"),
     }
     DISCOVERED_DIR.mkdir(parents=True, exist_ok=True)

@@ -13,24 +13,14 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 
 from discovery.artifacts import load_artifact
 from discovery.drift_plots import panels_for, plot_drift_panels, reference_panels
 from discovery.evaluate.report import GROUP_TITLES, results_markdown
-from discovery.outputs import atomic_write_text, environment_info, slug
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[2]).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from discovery.outputs import atomic_write_text, environment_info, git_commit, slug
 
 
 def _cpu_name() -> str:
@@ -110,7 +100,7 @@ def write_public_report(path: Path, out: Path, rows, aggregates, tasks, referenc
     rel = os.path.relpath(figures, path.parent)
     lines = [
         "# Results", "",
-        f"Written by `{env['command']}` on {datetime.now():%Y-%m-%d} at commit `{_commit()}`; "
+        f"Written by `{env['command']}` on {datetime.now():%Y-%m-%d} at commit `{git_commit()}`; "
         f"{os.cpu_count()} × {_cpu_name()}, JAX backend `{env['backend']}` ({len(env['devices'])} device(s)). "
         f"Rerun the same command to reproduce it; finished cells in `{out}` are reused.", "",
     ]
