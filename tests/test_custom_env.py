@@ -141,6 +141,7 @@ def test_train_the_brax_example_from_the_readme(tmp_path, in_repo, capsys):
     assert all(r < 0 for r in results["summary"]["final_return_per_seed"])  # minus a distance, every step
 
 
+@pytest.mark.slow  # ~35 s; the README's Brax example stays in the default run
 def test_a_users_gymnax_env_in_train_evaluate_sweep_and_meta_train(tmp_path, gymnax_file):
     env = f"{gymnax_file}:make"
     assert main(["train", "--env", env, "--seeds", "2", "--out", str(tmp_path / "t"), *TINY]) == 0

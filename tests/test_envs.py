@@ -177,6 +177,7 @@ def _one_jitted_step(env, **options):
     assert not bool(truncated)
 
 
+@pytest.mark.slow  # ~30 s; reacher and swimmer take a jitted step by name in the default run
 def test_every_brax_env_builds_by_name_on_a_backend_it_supports():
     from envs.adapters import BRAX_ONLY_BACKENDS
 
