@@ -160,13 +160,14 @@ def is_main() -> bool:
     return _state["index"] == 0
 
 
-def describe() -> str:
-    """``"2 devices"`` or ``"4 devices in 2 processes"``: where a batch runs."""
+def describe(devices=None) -> str:
+    """``"2 devices"`` or ``"4 devices in 2 processes"``: where a batch runs (``devices``: default every device)."""
     import jax
 
-    devices = jax.device_count()
-    text = f"{devices} device{'s' if devices != 1 else ''}"
-    return text + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
+    devices = jax.devices() if devices is None else list(devices)
+    processes = len({device.process_index for device in devices})
+    text = f"{len(devices)} device{'s' if len(devices) != 1 else ''}"
+    return text + (f" in {processes} processes" if processes > 1 else "")
 
 
 def private_dir() -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import meta
+from discovery import distributed
 from discovery.configs import TrainSpec
 from discovery.drifts import ResolvedDrift
 from discovery.progress import TrainingProgress, status
@@ -158,7 +159,7 @@ def run_batch(
     mesh = default_mesh(learners)
     if show_progress:
         status(f"[dim]compiling {description} ({learners} learners, {config.num_updates} updates, "
-               f"on {_devices_text(mesh)})…[/dim]")
+               f"on {distributed.describe(mesh.devices.flat)})…[/dim]")
     compiled = compile_batch(train_batch, keys, drift_params, hparams, axes, mesh)
     compile_seconds = time.perf_counter() - start
 
@@ -173,12 +174,6 @@ def run_batch(
     env_steps = np.arange(1, config.num_updates + 1, dtype=np.int64) * config.batch_size
     return TrainingResult(dict(output.metrics), output.final_returns, env_steps, compile_seconds, run_seconds, output.params,
                           devices=compiled.devices)
-
-
-def _devices_text(mesh: Mesh) -> str:
-    processes = len({device.process_index for device in mesh.devices.flat})
-    text = f"{mesh.size} device{'s' if mesh.size != 1 else ''}"
-    return text + (f" in {processes} processes" if processes > 1 else "")
 
 
 def run_seeds(

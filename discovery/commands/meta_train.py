@@ -128,9 +128,9 @@ def run(args, extra: list[str]) -> int:
         state = mt.initial_state(run_)
 
     devices = distributed.describe()
-    chunk = config.population_chunk or config.es.population_size
-    if mesh is not None and meta.at_least_two_per_device(mesh, chunk).size < mesh.size:
-        devices += f" (the population on {meta.at_least_two_per_device(mesh, chunk).size}: at least 2 members per device)"
+    used = meta.at_least_two_per_device(mesh, config.population_chunk or config.es.population_size) if mesh else None
+    if used is not None and used.size < mesh.size:
+        devices += f" (the population on {used.size}: at least 2 members per device)"
     tasks = ", ".join(t.env for t in config.tasks)
     status(
         f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
