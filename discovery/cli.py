@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Both must happen before jax is imported: the command modules below import it.
         devices.configure_host_devices()
+        devices.micro_batch(), devices.layout_choice()  # a bad DISCOVERY_MICRO_BATCH or DISCOVERY_LAYOUT: one line now
         use_cluster, timeout = distributed.pre_parse(argv)
         if use_cluster and command in distributed.COMMANDS:
             distributed.initialize(command, timeout)
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.active():
             distributed.exit_after_failure(None, 1, error)
         raise
+    finally:
+        from discovery.outputs import release_all_run_dirs  # not at the top: it imports jax
+
+        release_all_run_dirs()  # the command is over: its --out may be used again
     return int(code or 0)
 
 

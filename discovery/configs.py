@@ -264,6 +264,9 @@ def load_train_spec(env_name: str, overrides: dict[str, Any] | None = None, conf
     if env_options and envs.family_of(env_name) != "brax":
         raise UserError(f"env options {', '.join(sorted(env_options))} only apply to Brax environments, not {env_name}")
     env_options = {k: coerce(v, BRAX_ENV_OPTIONS[k], k) if k in BRAX_ENV_OPTIONS else v for k, v in env_options.items()}
+    for name in ("episode_length", "action_repeat"):
+        if name in env_options and env_options[name] < 1:
+            raise UserError(f"{name} must be a positive integer (env steps), got {env_options[name]}")
     backend = env_options.get("backend")
     if backend is not None and backend not in envs.BRAX_BACKENDS:
         raise UserError(f"unknown brax backend {backend!r}; valid backends: {', '.join(envs.BRAX_BACKENDS)}")

@@ -32,10 +32,11 @@ import numpy as np
 import optax
 
 import drift_functions
+from discovery.training import compile_learners
 from discovery.configs import TrainSpec
 from discovery.drifts import ResolvedDrift
 from drift_functions.polynomial import NUM_TERMS, poly_terms
-from rl_algos.ppo import make_train
+from rl_algos.ppo import SEEDS
 
 RATIO_RANGE = (0.05, 3.0)
 ADVANTAGE_RANGE = (-3.0, 3.0)
@@ -114,13 +115,14 @@ def record_rollout_samples(spec: TrainSpec, resolved: ResolvedDrift, max_samples
 
     inner = resolved.drift
 
-    def apply(params, ratio, advantage, progress):
+    def apply(params, ratio, advantage, progress, log_ratio=None):
         jax.debug.callback(record, ratio, advantage, progress)
-        return inner.apply(params, ratio, advantage, progress)
+        return inner.apply(params, ratio, advantage, progress, log_ratio=log_ratio)
 
     recording = drift_functions.Drift(inner.name, dict(inner.options), inner.init, apply)
-    train = jax.jit(make_train(config, spec.make_env(), recording))
-    jax.block_until_ready(train(jax.random.PRNGKey(seed), resolved.params))
+    keys = jax.random.PRNGKey(seed)[None]  # one learner, through the one batch path
+    compiled = compile_learners(config, spec.make_env(), recording, keys, resolved.params, None, SEEDS)
+    jax.block_until_ready(compiled(keys, resolved.params, None))
     if not kept:
         raise RuntimeError("the recording run made no drift calls")
     data = np.concatenate(kept).astype(np.float32)

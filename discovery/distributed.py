@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import shutil
 import sys
 import tarfile
@@ -117,10 +118,15 @@ def initialize(command: str, timeout: int = DEFAULT_TIMEOUT) -> None:
     joined = threading.Event()
 
     def watchdog():
-        if not joined.wait(timeout):
-            _print_line(f"could not join {where}{who} within {timeout} s: is process 0 running and reachable, and "
-                        f"did all {num_processes or 'N'} processes start? (--distributed-timeout SECONDS)")
-            os._exit(UserError.exit_code)
+        _print_line(f"joining {where}{who}: waiting up to {timeout} s for all {num_processes or 'N'} processes to start…")
+        waited = 0.0
+        while not joined.wait(min(15.0, timeout - waited)):
+            waited = min(timeout, waited + 15.0)
+            if waited >= timeout:
+                _print_line(f"could not join {where}{who} within {timeout} s: "
+                            f"{_missing_processes(address, num_processes, process_id)} (--distributed-timeout SECONDS)")
+                os._exit(UserError.exit_code)
+            _print_line(f"  still waiting for the other processes ({waited:.0f} of {timeout} s)…")
 
     threading.Thread(target=watchdog, name="discovery-join-watchdog", daemon=True).start()
     try:
@@ -137,6 +143,29 @@ def initialize(command: str, timeout: int = DEFAULT_TIMEOUT) -> None:
         from discovery.progress import console
 
         console.quiet = True  # one voice: process 0's
+
+
+def _missing_processes(address: str | None, num_processes: int | None, process_id: int | None) -> str:
+    """Which process the join is waiting for, as far as this process can tell."""
+    if address is None or num_processes is None or process_id is None:
+        return "did every process of the cluster start?"
+    others = [i for i in range(num_processes) if i != process_id]
+    if process_id == 0:
+        names = ", ".join(map(str, others))
+        return (f"process{'es' if len(others) > 1 else ''} {names} did not join this coordinator: start "
+                f"{'them' if len(others) > 1 else 'it'} with {ENV_ADDRESS}={address}, {ENV_PROCESSES}={num_processes} "
+                f"and {ENV_PROCESS_ID}=1 .. {num_processes - 1}")
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+            reachable = True
+    except (OSError, ValueError):
+        reachable = False
+    if not reachable:
+        return f"process 0 (the coordinator at {address}) is not running or not reachable from here"
+    rest = ", ".join(str(i) for i in others if i != 0)
+    return (f"the coordinator at {address} is up, but not every process joined: start process"
+            f"{'es' if len(others) > 2 else ''} {rest}" if rest else f"the coordinator at {address} is up but did not answer")
 
 
 # ---- who am I ------------------------------------------------------------------------------

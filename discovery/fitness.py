@@ -16,14 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import drift_functions
 from discovery.configs import TrainSpec
 from discovery.drifts import resolve_drift
 from discovery.errors import UserError
 from discovery.stats import normalized_score
-from discovery.training import run_seeds
+from discovery.training import compile_learners, run_seeds, seed_keys
 from envs.random_policy import random_policy_return
-from rl_algos.ppo import SEEDS, make_train_batch
+from rl_algos.ppo import SEEDS, HParams, make_train_batch
 
 # Validation seeds come from this key; the ES's own seeds are fold_in(PRNGKey(seed), generation)
 # and ``--compare`` uses seed + 10_000, so the three never coincide.
@@ -54,13 +53,25 @@ def make_fitness_fn(specs: list[TrainSpec], drift, num_seeds: int, references: n
     return lambda key, drift_params: jnp.mean(scores(key, drift_params))
 
 
+RANDOM_ENVS = 64  # envs (first episodes) behind every random baseline
+RANDOM_MAX_STEPS = 100_000  # the horizon of an env that declares no episode limit
+RANDOM_METHOD = "first-episode-of-64-envs"  # in cached baselines' fingerprints: a new method recomputes them
+
+
 def random_return(spec: TrainSpec, seed: int) -> float:
-    """A uniform-random policy's mean episode return on ``spec``'s env (≥ 64 envs × 1,000 steps)."""
+    """A uniform-random policy's mean return over the first episode of each of 64 envs.
+
+    Each env runs until its episode ends, up to the env's episode limit (its
+    time limit: Freeway's 2,500 steps, Brax's ``episode_length``), or
+    :data:`RANDOM_MAX_STEPS` steps for an env that declares none.
+    """
     env = spec.make_env()
-    value, episodes = jax.jit(lambda key: random_policy_return(env, key, max(spec.ppo.num_envs, 64), 1000))(
-        jax.random.PRNGKey(seed))
+    time_limit = getattr(env, "time_limit", None)
+    horizon = int(time_limit) if time_limit else RANDOM_MAX_STEPS
+    value, episodes = jax.jit(lambda key: random_policy_return(env, key, RANDOM_ENVS, horizon))(jax.random.PRNGKey(seed))
     if int(episodes) == 0:
-        raise UserError(f"a random policy finished no episode of {spec.env} in 1,000 steps; cannot normalise its scores")
+        raise UserError(f"a random policy finished no episode of {spec.env} in {horizon:,} steps (its episode limit); "
+                        "cannot normalise its scores")
     return float(value)
 
 
@@ -82,26 +93,39 @@ def reference_returns(specs: list[TrainSpec], num_seeds: int, seed: int) -> np.n
 class Validation:
     """The ES mean on fixed fresh seeds, scored against PPO-clip on the same seeds (paired)."""
 
-    key: jax.Array
-    scores_fn: Callable  # jitted (key, drift_params) -> [tasks] raw mean final returns
+    keys: jax.Array  # [validation_seeds] per-seed keys, the same for every task
+    tasks: list  # per task: (a CompiledLearners batch of the seeds with the drift's parameters shared, its HParams)
     random_returns: np.ndarray  # [tasks]
     ppo_returns: np.ndarray  # [tasks], on the validation seeds
 
+    def returns(self, drift_params) -> np.ndarray:
+        """``[tasks]``: the mean final return of the validation seeds of each task with ``drift_params``."""
+        values = []
+        for compiled, hparams in self.tasks:
+            output = compiled.fetch(jax.block_until_ready(compiled(self.keys, drift_params, hparams)))
+            values.append(np.mean(np.asarray(output.final_returns, np.float64)))
+        return np.asarray(values, np.float64)
+
     def score(self, drift_params) -> dict:
         """``score`` = mean over tasks of the random-normalised return (PPO on these seeds = 1)."""
-        returns = np.asarray(self.scores_fn(self.key, drift_params), np.float64)
+        returns = self.returns(drift_params)
         per_task = normalized_score(returns, self.random_returns, self.ppo_returns)
         return {"score": _finite_or_none(np.mean(per_task)), "per_task": [_finite_or_none(v) for v in per_task],
                 "returns": [_finite_or_none(v) for v in returns], "ppo_returns": self.ppo_returns.tolist()}
 
 
 def build_validation(specs: list[TrainSpec], drift, num_seeds: int, seed: int, random_returns: np.ndarray) -> Validation:
-    """Compile the validation call and train PPO-clip once on the validation seeds."""
-    key = jax.random.PRNGKey(seed + VALIDATION_SEED_OFFSET)
-    scores_fn = jax.jit(make_task_scores_fn(specs, drift, num_seeds, None))
-    ppo = drift_functions.make("ppo_clip")
-    ppo_returns = jax.jit(make_task_scores_fn(specs, ppo, num_seeds, None))(key, ppo.init(jax.random.PRNGKey(0)))
-    return Validation(key, scores_fn, np.asarray(random_returns, np.float64), np.asarray(ppo_returns, np.float64))
+    """Compile the validation batches (through :func:`discovery.training.compile_learners`) and train
+    PPO-clip once on the validation seeds."""
+    keys = seed_keys(seed + VALIDATION_SEED_OFFSET, num_seeds)
+    template = drift.init(jax.random.PRNGKey(0))
+    tasks = []
+    for spec in specs:
+        hparams = HParams.from_config(spec.ppo)
+        tasks.append((compile_learners(spec.ppo, spec.make_env(), drift, keys, template, hparams, SEEDS), hparams))
+    ppo_returns = [np.nanmean(run_seeds(spec, resolve_drift("ppo_clip"), num_seeds, keys=keys, show_progress=False).final_returns)
+                   for spec in specs]
+    return Validation(keys, tasks, np.asarray(random_returns, np.float64), np.asarray(ppo_returns, np.float64))
 
 
 def _finite_or_none(value) -> float | None:

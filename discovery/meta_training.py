@@ -25,7 +25,7 @@ import numpy as np
 
 import drift_functions
 import meta
-from discovery import configs
+from discovery import configs, devices
 from discovery.artifacts import save_artifact
 from discovery.configs import TrainSpec
 from discovery.errors import UserError
@@ -132,6 +132,9 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
         yaml_options = {"ppo_init": True} if drift_name in ("lpo", "ta_lpo") else {}
     drift_options = configs.route_overrides({f"drift.{k}": v for k, v in yaml_options.items()}, targets)["drift"] | routed["drift"]
     task_overrides = routed["ppo"] | routed["env"]
+    if "tasks" in data and not data["tasks"]:
+        raise UserError(f"'tasks' in {path} is empty: list at least one task (e.g. tasks: [{{env: CartPole-v1}}]), "
+                        "or leave the key out for the CartPole default")
     raw_tasks = data.get("tasks") or [{"env": "CartPole-v1"}]
     if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) and "env" in t for t in raw_tasks):
         raise UserError(f"'tasks' in {path} must be a list of mappings with an 'env' key")
@@ -203,12 +206,28 @@ def latest_checkpoint_file(out: Path) -> Path | None:
     return files[-1] if files else None
 
 
-def load_checkpoint(path: Path, strategy: meta.Strategy) -> Checkpoint:
-    """Read a checkpoint; any damage is a one-line :class:`UserError` (the file is left as is)."""
+def load_checkpoint(path: Path, strategy: meta.Strategy, config: MetaConfig | None = None) -> Checkpoint:
+    """Read a checkpoint; any damage is a one-line :class:`UserError` (the file is left as is).
+
+    With ``config``, a checkpoint written under a different config (``config.yaml``
+    edited since) is refused as such, naming what differs, before its arrays are read.
+    """
     try:
         header, arrays = read_npz(path)
         if header is None:
             raise KeyError("no __header__")
+    except Exception as error:
+        raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    if config is not None and isinstance(header.get("config"), dict):
+        try:
+            saved = meta_config_from_dict(header["config"], {}).identity()
+        except UserError:
+            saved = None
+        if saved is not None and saved != config.identity():
+            changed = sorted(k for k in saved if saved[k] != config.identity().get(k))
+            raise UserError(f"the config no longer matches checkpoint {path} (it differs in: {', '.join(changed)}); "
+                            "was config.yaml edited? restore it, or start a new run with the new config")
+    try:
         state = meta.state_from_arrays(strategy, {k[3:]: v for k, v in arrays.items() if k.startswith("es/")})
     except Exception as error:
         raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
@@ -262,7 +281,6 @@ class MetaRun:
     fitness_fn: Callable
     specs: list[TrainSpec]
     references: np.ndarray | None
-    mesh: Any
     run_key: jax.Array
     validation: Validation | None = None
 
@@ -272,7 +290,7 @@ class MetaRun:
         return per_member * self.config.es.population_size
 
 
-def build_run(config: MetaConfig, references: np.ndarray | None, mesh) -> MetaRun:
+def build_run(config: MetaConfig, references: np.ndarray | None) -> MetaRun:
     drift = make_drift(config)
     specs = task_specs(config)
     template = drift.init(jax.random.PRNGKey(0))
@@ -281,7 +299,15 @@ def build_run(config: MetaConfig, references: np.ndarray | None, mesh) -> MetaRu
     except ValueError as error:
         raise UserError(str(error)) from None
     fitness_fn = make_fitness_fn(specs, drift, config.seeds, references if config.uses_reference else None)
-    return MetaRun(config, drift, strategy, fitness_fn, specs, references, mesh, jax.random.PRNGKey(config.seed))
+    return MetaRun(config, drift, strategy, fitness_fn, specs, references, jax.random.PRNGKey(config.seed))
+
+
+def members_per_micro_batch(config: MetaConfig) -> int:
+    """ES members per vmapped micro-batch: ``population_chunk``, else ``DISCOVERY_MICRO_BATCH`` learners' worth
+    (each member trains ``seeds`` learners per task, vmapped inside its fitness)."""
+    if config.population_chunk is not None:
+        return config.population_chunk
+    return max(1, devices.micro_batch() // config.seeds)
 
 
 def initial_state(run: MetaRun):
@@ -295,8 +321,8 @@ def run_generations(run: MetaRun, state, start: int, stop: int, out: Path, on_ge
     for generation in range(start, stop):
         started, cpu_started = time.perf_counter(), time.process_time()
         key = jax.random.fold_in(run.run_key, generation)
-        state, stats = meta.run_generation(run.strategy, state, key, run.fitness_fn, mesh=run.mesh,
-                                           chunk_size=run.config.population_chunk)
+        state, stats = meta.run_generation(run.strategy, state, key, run.fitness_fn,
+                                           micro_batch=members_per_micro_batch(run.config))
         if not _all_finite(run.strategy.mean(state)):  # nothing of this generation is written: the last checkpoint stays good
             raise UserError(f"the ES mean became non-finite in generation {generation + 1} (the ES step diverged; "
                             f"es.learning_rate {run.config.es.learning_rate:g}); nothing of it was written: start again "

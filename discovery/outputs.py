@@ -7,6 +7,7 @@ and evaluation cells are all :func:`write_npz` files.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import re
+import socket
 import sys
 import tempfile
 import zipfile
@@ -151,15 +153,87 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False, resume_mark
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     try:
-        resumable = resume_marker is not None and (out / resume_marker).is_file()
-        if out.is_dir() and any(out.iterdir()) and not (overwrite or resumable):
-            why = f"is not empty and holds no {Path(resume_marker).stem} ({resume_marker})" if resume_marker else "already exists and is not empty"
-            raise UserError(f"output directory {out} {why}; choose another --out or pass --overwrite")
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out)
     except OSError as error:
         raise UserError(f"cannot write to --out {out}: {_os_reason(out, error)}; choose another --out") from None
+    claim_run_dir(out)  # from here on no other run can take the directory, so the check below cannot race
+    resumable = resume_marker is not None and (out / resume_marker).is_file()
+    if any(p.name != LOCK_NAME for p in out.iterdir()) and not (overwrite or resumable):
+        release_run_dir(out)
+        why = f"is not empty and holds no {Path(resume_marker).stem} ({resume_marker})" if resume_marker else "already exists and is not empty"
+        raise UserError(f"output directory {out} {why}; choose another --out or pass --overwrite")
     return out
+
+
+LOCK_NAME = ".discovery.lock"
+_claimed: set[Path] = set()
+
+
+def claim_run_dir(out: Path) -> None:
+    """Take ``out`` for this process: create ``out/.discovery.lock`` atomically (``O_EXCL``), removed at exit.
+
+    A second run into the same directory, even one started in the same second,
+    finds the lock and is refused while its owner is alive; the lock of a
+    process that died (same host, pid gone) is taken over.
+    """
+    out = Path(out).resolve()
+    if out in _claimed:
+        return
+    lock = out / LOCK_NAME
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is None:  # its process is gone: a stale lock
+                lock.unlink(missing_ok=True)
+                continue
+            raise UserError(f"output directory {out} is in use by another discovery run ({owner}); wait for it, choose "
+                            f"another --out, or delete {lock} if no run is using it") from None
+        except OSError as error:
+            raise UserError(f"cannot write to --out {out}: {_os_reason(out, error)}; choose another --out") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me + "\n")
+        _claimed.add(out)
+        atexit.register(release_run_dir, out)
+        return
+    raise UserError(f"cannot take output directory {out}: {lock} keeps reappearing; is another run starting there?")
+
+
+def release_run_dir(out: Path) -> None:
+    """Give ``out`` back (remove this process's lock)."""
+    out = Path(out).resolve()
+    if out in _claimed:
+        _claimed.discard(out)
+        with contextlib.suppress(OSError):
+            (out / LOCK_NAME).unlink()
+
+
+def release_all_run_dirs() -> None:
+    """Give back every directory this process claimed (when a command ends)."""
+    for out in list(_claimed):
+        release_run_dir(out)
+
+
+def _lock_owner(lock: Path) -> str | None:
+    """``"pid N on host H"`` of a live lock, ``None`` when its process no longer runs (same host only)."""
+    try:
+        pid_text, _, host = lock.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return "an unreadable lock"
+    if host == socket.gethostname():
+        if pid == os.getpid():  # this very process (a lock file copied along with a run directory)
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    return f"pid {pid} on host {host or '?'}"
 
 
 def _os_reason(path: Path, error: OSError) -> str:

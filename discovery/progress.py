@@ -95,7 +95,15 @@ def make_progress() -> Progress:
 class TrainingProgress:
     """Tracks one jitted run of ``total_updates`` updates of ``steps_per_update`` env steps (all seeds)."""
 
-    def __init__(self, description: str, total_updates: int, steps_per_update: int, progress: Progress | None = None):
+    def __init__(self, description: str, total_updates: int, steps_per_update: int, progress: Progress | None = None,
+                 rounds: int = 1, parallel: int = 1):
+        """``rounds``: the batch runs as that many micro-batches one after another on each of ``parallel``
+        devices (each reports updates ``1..total_updates``); the bar counts ``rounds × total_updates``."""
+        self.updates_per_round = total_updates
+        self.rounds = rounds
+        self.parallel = max(1, parallel)
+        self._round_ends = 0
+        total_updates = total_updates * rounds
         self.total_updates = total_updates
         self.steps_per_update = steps_per_update
         self._owned = progress is None
@@ -121,8 +129,12 @@ class TrainingProgress:
         self.progress.start_task(self.task)
 
     def callback(self, update_index) -> None:
-        done = int(np.max(np.asarray(update_index)))
+        update = int(np.max(np.asarray(update_index)))
         with self._lock:
+            if update >= self.updates_per_round:
+                self._round_ends += 1
+            finished = min(self._round_ends // self.parallel, self.rounds)
+            done = finished * self.updates_per_round + (update if update < self.updates_per_round else 0)
             if done <= self._done:
                 return
             self._done = done

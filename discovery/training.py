@@ -1,19 +1,31 @@
-"""Compile, time and watch one batch of learners: the discovery side of ``rl_algos.ppo.make_train_batch``.
+"""Compile, time and watch one batch of learners: the one path from a workflow's learners to the devices.
 
-``train``, ``evaluate``, ``sweep``, ``meta-train --compare`` and ``bench`` all
-come through :func:`compile_batch`, so spreading the batch axis over devices
-is written once, there: the ``B`` learners are padded to a multiple of the
-device count (copies of the last learner, whose results are dropped) and
-sharded over a 1-D mesh of every device (every CPU core with
-:mod:`discovery.devices`; every process's devices in a ``--distributed`` run).
-Each learner's computation does not depend on which device runs it or on how
-many others share that device, so results are bit-identical to one device.
+``train``, ``evaluate``, ``sweep``, ``meta-train`` (references, validation,
+``--compare``), ``distill`` and ``bench`` all come through :func:`compile_learners`.
+A batch of ``B`` learners (keys × drift parameters × hyper-parameters,
+batched along :class:`rl_algos.ppo.BatchAxes`) gets one of two layouts:
+
+- ``learners`` (the default whenever there are at least as many learners as
+  devices): :mod:`meta.sharding` cuts the batch into micro-batches of
+  ``m = min(DISCOVERY_MICRO_BATCH, max(1, B // 4))`` learners and deals them
+  out to the devices, each running its micro-batches one after another. Every
+  device runs the same program on the same shapes, so a learner's result
+  depends on its inputs and ``m`` (hence on ``B``), never on the device or process count.
+- ``envs`` (``train`` with fewer learners than accelerators, one process): each
+  learner's envs are split over ``S`` devices, as Brax does, with gradients
+  and statistics averaged across them (``make_train(env_axis=...)``).
+  Deterministic for a given ``S``; a different ``S`` is a different (equally
+  valid) random stream, so this layout is used only where a workflow allows it.
+
+``DISCOVERY_LAYOUT=learners|envs|auto`` forces one; the layout used is part of
+every result (``TrainingResult.layout``, ``results.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from typing import Any
 
@@ -21,14 +33,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import meta
+from discovery import devices as host_devices
 from discovery import distributed
 from discovery.configs import TrainSpec
 from discovery.drifts import ResolvedDrift
 from discovery.progress import TrainingProgress, status
-from rl_algos.ppo import SEEDS, BatchAxes, HParams, make_train_batch
+from meta import sharding
+from rl_algos.ppo import SEEDS, BatchAxes, BatchOutput, HParams, PPOConfig
+from rl_algos.ppo.batch import make_learner
 
-BATCH_AXIS = "batch"
+ENV_AXIS = "envs"  # the mesh axis one learner's envs are split over (layout ``envs``)
+MIN_MICRO_BATCHES = 4  # a batch of B learners has micro-batches of min(DISCOVERY_MICRO_BATCH, max(1, B // 4))
 
 
 @dataclasses.dataclass
@@ -39,7 +54,8 @@ class TrainingResult:
     compile_seconds: float
     run_seconds: float
     params: Any = None  # final actor/critic parameters, leaves [*batch, ...]
-    devices: int = 1  # devices the batch was sharded over (all processes together)
+    devices: int = 1  # devices the batch ran on (all processes together)
+    layout: dict = dataclasses.field(default_factory=dict)  # LearnerLayout.describe()
 
     @property
     def steps_per_second(self) -> float:
@@ -52,82 +68,138 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
-def batch_size(axes: BatchAxes, *args) -> int:
-    """``B``: the leading axis of the arguments that ``axes`` batches."""
-    sizes = {leaf.shape[0] for axis, arg in zip(axes, args) if axis is not None for leaf in jax.tree.leaves(arg)}
-    if len(sizes) != 1:
-        raise ValueError(f"batched arguments need one common leading axis, got sizes {sorted(sizes)}")
-    return sizes.pop()
+@dataclasses.dataclass(frozen=True)
+class LearnerLayout:
+    """Where a batch of learners runs: whole learners in micro-batches (``items``), or each learner split (``envs``)."""
 
-
-def batch_mesh(devices=None) -> Mesh:
-    """A 1-D mesh (axis ``"batch"``) over ``devices``; by default every device of every process."""
-    return Mesh(np.asarray(jax.devices() if devices is None else list(devices)), (BATCH_AXIS,))
-
-
-def default_mesh(learners: int) -> Mesh:
-    """Every device; in one process, only as many as give each device at least two learners
-    (:func:`meta.at_least_two_per_device`: a batch of one rounds differently) and never more than ``learners``."""
-    return meta.at_least_two_per_device(batch_mesh(), learners)
-
-
-@dataclasses.dataclass
-class CompiledBatch:
-    """A batch of ``size`` learners compiled for ``mesh``: call it like ``train_batch``.
-
-    ``__call__(keys, drift_params, hparams)`` pads the batched arguments to
-    ``padded`` learners, places them over the mesh (shared arguments are
-    replicated) and returns the padded, sharded :class:`BatchOutput`;
-    :meth:`fetch` turns that into host arrays of the ``size`` real learners.
-    """
-
-    executable: Any
-    axes: BatchAxes
-    mesh: Mesh
-    size: int
-    padded: int
+    kind: str  # "learners" or "envs"
+    learners: int
+    items: sharding.Layout | None = None  # kind "learners"
+    env_shards: int = 1  # kind "envs": devices per learner
+    env_mesh: Mesh | None = None
 
     @property
     def devices(self) -> int:
-        return self.mesh.size
+        return self.items.devices if self.items is not None else self.env_shards
 
-    def place(self, keys, drift_params, hparams):
-        batched = NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS))
-        shared = NamedSharding(self.mesh, PartitionSpec())
-        placed = []
-        for axis, arg in zip(self.axes, (keys, drift_params, hparams)):
-            if arg is None:
-                placed.append(None)
-            elif axis is None:
-                placed.append(meta.place(arg, shared))
-            else:
-                placed.append(meta.place(meta.pad_leading(arg, self.mesh.size)[0], batched))
-        return tuple(placed)
+    @property
+    def mesh(self) -> Mesh:
+        return self.items.mesh if self.items is not None else self.env_mesh
+
+    @property
+    def rounds(self) -> int:
+        """Micro-batches each device runs one after another."""
+        return self.items.per_device if self.items is not None else 1
+
+    @property
+    def learners_per_round(self) -> int:
+        return self.items.micro_batch * self.items.devices if self.items is not None else self.learners
+
+    def describe(self) -> dict:
+        """Plain values for ``results.json``: everything that decides the arithmetic, and where it ran."""
+        if self.items is not None:
+            return {**self.items.describe(), "kind": "learners"}
+        return {"kind": "envs", "items": self.learners, "micro_batch": self.learners, "devices": self.env_shards,
+                "processes": 1, "env_shards": self.env_shards}
+
+
+def env_shards_for(config: PPOConfig, devices: int) -> int:
+    """The most devices (≤ ``devices``) one learner's envs and minibatches divide evenly over."""
+    for shards in range(devices, 1, -1):
+        if config.num_envs % shards == 0 and config.minibatch_size % shards == 0:
+            return shards
+    return 1
+
+
+def plan_learners(config: PPOConfig, learners: int, devices=None, choice: str | None = None,
+                  micro_batch: int | None = None, allow_split: bool = False) -> LearnerLayout:
+    """The layout of ``learners`` learners of ``config`` over ``devices`` (default: every device).
+
+    ``choice`` (default ``DISCOVERY_LAYOUT``): ``auto`` splits learners over
+    devices only where the workflow allows it (``allow_split``: ``train``,
+    whose users want one agent fast), the devices are accelerators, there are
+    fewer learners than devices, in one process, and their envs divide; ``learners`` never splits;
+    ``envs`` splits whenever it can. Every other workflow (evaluate, sweep,
+    meta-training) therefore gives the same numbers at any device count by default.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    choice = host_devices.layout_choice() if choice is None else choice
+    micro_batch = host_devices.micro_batch() if micro_batch is None else micro_batch
+    local = all(device.process_index == jax.process_index() for device in devices)
+    # On a CPU the host devices share one machine's cores, and one unsplit learner already keeps ~1.6 of 2 cores
+    # busy through XLA's intra-op threads; split, it measured 9 % slower (hopper, docs/PERFORMANCE.md). So `auto`
+    # splits only over accelerators, each of which brings compute of its own.
+    accelerators = devices[0].platform != "cpu"
+    if local and (choice == "envs" or (choice == "auto" and allow_split and accelerators and learners < len(devices))):
+        shards = env_shards_for(config, len(devices))
+        if shards > 1:
+            return LearnerLayout("envs", learners, env_shards=shards, env_mesh=Mesh(np.asarray(devices[:shards]), (ENV_AXIS,)))
+    # Small batches get smaller micro-batches, so that up to MIN_MICRO_BATCHES devices get work (8 seeds: 4 × 2).
+    micro_batch = min(micro_batch, max(1, learners // MIN_MICRO_BATCHES))
+    return LearnerLayout("learners", learners, items=sharding.plan(learners, micro_batch, devices))
+
+
+@dataclasses.dataclass
+class CompiledLearners:
+    """A batch of learners compiled for its layout: ``__call__(keys, drift_params, hparams)`` runs it on the
+    devices (device-resident output), :meth:`fetch` gives host arrays of the real learners."""
+
+    executable: Any
+    layout: LearnerLayout
+    axes: BatchAxes
+    mapped: sharding.CompiledMap | None = None
+
+    @property
+    def devices(self) -> int:
+        return self.layout.devices
 
     def __call__(self, keys, drift_params, hparams):
-        return self.executable(*self.place(keys, drift_params, hparams))
+        if self.mapped is not None:
+            return self.mapped(keys, drift_params, hparams)
+        replicated = NamedSharding(self.layout.env_mesh, PartitionSpec())
+        return self.executable(*(None if a is None else sharding.place(a, replicated) for a in (keys, drift_params, hparams)))
 
-    def fetch(self, output):
-        """The output as host numpy arrays of the ``size`` real learners (gathered from every process)."""
-        return jax.tree.map(lambda x: x[: self.size], meta.fetch(output))
+    def fetch(self, output) -> BatchOutput:
+        if self.mapped is not None:
+            return self.mapped.fetch(output)
+        return sharding.fetch(output)
 
 
-def compile_batch(train_batch, keys: jax.Array, drift_params, hparams: HParams | None, axes: BatchAxes = SEEDS,
-                  mesh: Mesh | None = None) -> CompiledBatch:
-    """Ahead-of-time compile ``train_batch(keys, drift_params, hparams)`` for these arguments, sharded over ``mesh``.
+def _split_learners_program(learner, axes: BatchAxes, learners: int):
+    """The per-device program of layout ``envs``: the batch's learners (each on its share of envs), vmapped
+    unless there is only one."""
+    if learners > 1:
+        return jax.vmap(learner, in_axes=tuple(axes))
 
-    The one place where a batch of learners meets the devices. ``axes`` says
-    which arguments carry the batch axis (the others are shared); ``mesh``
-    defaults to :func:`batch_mesh` (every device, or only ``B`` of them when
-    ``B`` is smaller and one process runs). The batch is padded to a multiple
-    of the device count with copies of its last learner.
+    def one(keys, drift_params, hparams):
+        first = [None if a is None else (jax.tree.map(lambda x: x[0], a) if axis is not None else a)
+                 for axis, a in zip(axes, (keys, drift_params, hparams))]
+        return jax.tree.map(lambda x: x[None], learner(*first))
+
+    return one
+
+
+def compile_learners(config: PPOConfig, env, drift, keys: jax.Array, drift_params, hparams: HParams | None,
+                     axes: BatchAxes = SEEDS, layout: LearnerLayout | None = None,
+                     progress_callback=None) -> CompiledLearners:
+    """Ahead-of-time compile the batch ``(keys, drift_params, hparams)`` of ``config``'s learners on ``env``.
+
+    The one place where learners meet the devices (see the module docstring).
+    ``axes`` says which arguments carry the batch axis (the others are shared).
     """
-    size = batch_size(axes, keys, drift_params, hparams)
-    mesh = default_mesh(size) if mesh is None else mesh
-    padded = size + (-size % mesh.size)
-    shape = CompiledBatch(None, axes, mesh, size, padded)
-    args = shape.place(keys, drift_params, hparams)
-    executable = jax.jit(train_batch, out_shardings=NamedSharding(mesh, PartitionSpec(BATCH_AXIS))).lower(*args).compile()
+    learners = sharding.batch_size(axes, (keys, drift_params, hparams))
+    layout = plan_learners(config, learners) if layout is None else layout
+    if layout.items is not None:
+        learner = make_learner(config, env, drift, progress_callback)
+        mapped = sharding.compile_map(learner, tuple(axes), (keys, drift_params, hparams), layout.items)
+        return CompiledLearners(mapped.executable, layout, axes, mapped)
+    learner = make_learner(config, env, drift, progress_callback, env_axis=(ENV_AXIS, layout.env_shards))
+    program = jax.shard_map(_split_learners_program(learner, axes, learners), mesh=layout.env_mesh,
+                            in_specs=PartitionSpec(), out_specs=PartitionSpec(), check_vma=False)
+    shape = CompiledLearners(None, layout, axes)
+    replicated = NamedSharding(layout.env_mesh, PartitionSpec())
+    args = [None if a is None else sharding.place(a, replicated) for a in (keys, drift_params, hparams)]
+    executable = jax.jit(program).lower(*args).compile()
     return dataclasses.replace(shape, executable=executable)
 
 
@@ -143,24 +215,32 @@ def run_batch(
     show_progress: bool = True,
     progress: Any = None,
     env: Any = None,
+    allow_split: bool = False,
 ) -> TrainingResult:
     """Compile, then train the batch ``(keys, drift_params, hparams)`` batched along ``axes`` as one call.
+
+    ``allow_split``: a batch smaller than the device count may split each learner over devices (see :func:`plan_learners`).
 
     ``progress``: an existing ``rich`` Progress (:func:`discovery.progress.make_progress`)
     to add this run's bar to, e.g. under a grid-wide bar; by default the run owns its display.
     """
     env = spec.make_env() if env is None else env
     config = spec.ppo
-    learners = batch_size(axes, keys, drift_params, hparams)
-    tracker = TrainingProgress(description, config.num_updates, config.batch_size * learners, progress=progress) if show_progress else None
-    train_batch = make_train_batch(config, env, drift, axes, progress_callback=tracker.callback if tracker else None)
+    learners = sharding.batch_size(axes, (keys, drift_params, hparams))
+    layout = plan_learners(config, learners, allow_split=allow_split)
+    tracker = None
+    if show_progress:
+        tracker = TrainingProgress(description, config.num_updates, config.batch_size * layout.learners_per_round,
+                                   progress=progress, rounds=layout.rounds,
+                                   parallel=layout.devices if layout.kind == "learners" else layout.env_shards)
 
     start = time.perf_counter()
-    mesh = default_mesh(learners)
     if show_progress:
-        status(f"[dim]compiling {description} ({learners} learners, {config.num_updates} updates, "
-               f"on {distributed.describe(mesh.devices.flat)})…[/dim]")
-    compiled = compile_batch(train_batch, keys, drift_params, hparams, axes, mesh)
+        split = f", each split over {layout.env_shards} devices" if layout.kind == "envs" else ""
+        status(f"[dim]compiling {description} ({learners} learner{'s' if learners != 1 else ''}{split}, {config.num_updates} updates, "
+               f"on {distributed.describe(layout.mesh.devices.flat)})…[/dim]")
+    compiled = compile_learners(config, env, drift, keys, drift_params, hparams, axes, layout,
+                                progress_callback=tracker.callback if tracker else None)
     compile_seconds = time.perf_counter() - start
 
     with tracker or contextlib.nullcontext():
@@ -173,7 +253,7 @@ def run_batch(
     output = compiled.fetch(output)
     env_steps = np.arange(1, config.num_updates + 1, dtype=np.int64) * config.batch_size
     return TrainingResult(dict(output.metrics), output.final_returns, env_steps, compile_seconds, run_seconds, output.params,
-                          devices=compiled.devices)
+                          devices=compiled.devices, layout=layout.describe())
 
 
 def run_seeds(
@@ -186,9 +266,12 @@ def run_seeds(
     description: str | None = None,
     env: Any = None,
     progress: Any = None,
+    keys: jax.Array | None = None,
+    allow_split: bool = False,
 ) -> TrainingResult:
-    """``num_seeds`` learners of ``spec`` with one drift (paired keys from ``seed``), as one call."""
+    """``num_seeds`` learners of ``spec`` with one drift (paired keys from ``seed``, or ``keys``), as one call."""
     hparams = HParams.from_config(spec.ppo) if hparams is None else hparams
-    return run_batch(spec, resolved.drift, seed_keys(seed, num_seeds), resolved.params, hparams, SEEDS,
+    keys = seed_keys(seed, num_seeds) if keys is None else keys
+    return run_batch(spec, resolved.drift, keys, resolved.params, hparams, SEEDS,
                      description=description or f"{spec.env} · {resolved.label}", show_progress=show_progress,
-                     progress=progress, env=env)
+                     progress=progress, env=env, allow_split=allow_split)

@@ -21,27 +21,37 @@ def random_action(env: Environment, key: jax.Array) -> jax.Array:
     return jax.random.uniform(key, space.shape, minval=jnp.asarray(space.low), maxval=jnp.asarray(space.high))
 
 
-def random_policy_return(env: Environment, key: jax.Array, num_envs: int, num_steps: int) -> tuple[jax.Array, jax.Array]:
-    """``(mean return, episodes)`` of the episodes a uniform-random policy finishes.
+def random_policy_return(env: Environment, key: jax.Array, num_envs: int, max_steps: int) -> tuple[jax.Array, jax.Array]:
+    """``(mean return, episodes)``: the first episode of each of ``num_envs`` envs under a uniform-random policy.
 
-    Runs ``num_envs`` environments for ``num_steps`` steps each (auto-reset), and
-    averages the undiscounted return of every episode that ends in that window;
-    the mean is NaN if none ends. Pure and jittable.
+    Every env runs until its first episode ends, so long episodes count as
+    much as short ones (a fixed window would average only the episodes short
+    enough to end in it). The loop stops once every env has finished one, or
+    after ``max_steps`` steps; pass at least the env's episode limit (its time
+    limit), and every env finishes. The mean is over the envs that finished,
+    NaN if none did. Pure and jittable.
     """
     params = env.default_params
-    obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), params)
-    del obs
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), params)
 
-    def step(carry, key):
-        state, total, count = carry
-        key_action, key_step = jax.random.split(key)
+    def unfinished(carry):
+        _, _, finished, step, _ = carry
+        return jnp.logical_and(step < max_steps, jnp.logical_not(jnp.all(finished)))
+
+    def step(carry):
+        state, first_return, finished, count, key = carry
+        key, key_action, key_step = jax.random.split(key, 3)
         actions = jax.vmap(lambda k: random_action(env, k))(jax.random.split(key_action, num_envs))
         _, state, _, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             jax.random.split(key_step, num_envs), state, actions, params
         )
-        done = jnp.logical_or(terminated, truncated)
-        return (state, total + jnp.sum(jnp.where(done, info["episode_return"], 0.0)), count + jnp.sum(done)), None
+        ends_now = jnp.logical_and(jnp.logical_or(terminated, truncated), jnp.logical_not(finished))
+        first_return = jnp.where(ends_now, info["episode_return"].astype(jnp.float32), first_return)
+        return state, first_return, jnp.logical_or(finished, ends_now), count + 1, key
 
-    init = (state, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-    (_, total, count), _ = jax.lax.scan(step, init, jax.random.split(jax.random.fold_in(key, 1), num_steps))
-    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count
+    init = (state, jnp.zeros((num_envs,), jnp.float32), jnp.zeros((num_envs,), bool), jnp.zeros((), jnp.int32),
+            jax.random.fold_in(key, 1))
+    _, first_return, finished, _, _ = jax.lax.while_loop(unfinished, step, init)
+    episodes = jnp.sum(finished)
+    mean = jnp.sum(jnp.where(finished, first_return, 0.0)) / jnp.maximum(episodes, 1)
+    return jnp.where(episodes > 0, mean, jnp.nan), episodes

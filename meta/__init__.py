@@ -19,36 +19,23 @@ from meta.es import (
     state_from_arrays,
     state_to_arrays,
 )
-from meta.evaluation import (
-    POPULATION_AXIS,
-    at_least_two_per_device,
-    evaluate_population,
-    fetch,
-    make_population_mesh,
-    pad_leading,
-    place,
-    population_size,
-)
+from meta import sharding
+from meta.evaluation import evaluate_population, population_size
 
 __all__ = [
     "ALGORITHMS",
     "FITNESS_SHAPINGS",
-    "POPULATION_AXIS",
     "ESConfig",
     "ESState",
     "GenerationStats",
     "Strategy",
     "algorithm_class",
-    "at_least_two_per_device",
     "decay_schedule",
     "evaluate_population",
-    "fetch",
-    "make_population_mesh",
     "make_strategy",
-    "pad_leading",
-    "place",
     "population_size",
     "run_generation",
+    "sharding",
     "sanitize_fitness",
     "state_from_arrays",
     "state_to_arrays",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +22,6 @@ from evosax.algorithms.distribution_based import distribution_based_algorithms a
 from evosax.algorithms.distribution_based.xnes import xNES
 from evosax.core import fitness_shaping as _shaping
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh
 
 from meta.evaluation import FitnessFn, evaluate_population
 
@@ -300,22 +299,22 @@ def run_generation(
     key: jax.Array,
     fitness_fn: FitnessFn,
     *,
-    mesh: Mesh | None = None,
-    chunk_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    micro_batch: int | None = None,
 ) -> tuple[ESState, GenerationStats]:
     """ask → evaluate (every member with one shared key) → tell (which sanitises).
 
     A generation in which every member's fitness is NaN/±inf returns ``state``
     unchanged (the mean, σ, the learning-rate and σ schedules, the best member).
 
-    `fitness_fn(key, member) -> ()` is maximised; `mesh` and `chunk_size` go to
+    `fitness_fn(key, member) -> ()` is maximised; `devices` and `micro_batch` go to
     `evaluate_population`.
     """
     key_ask, key_eval, key_tell = jax.random.split(key, 3)
     before = state
     population, state = strategy.ask(key_ask, state)
     fitness = evaluate_population(
-        fitness_fn, population, key_eval, mesh=mesh, chunk_size=chunk_size
+        fitness_fn, population, key_eval, devices=devices, micro_batch=micro_batch
     )
     _, num_nonfinite = sanitize_fitness(fitness)
     sigma = strategy.sigma(state)

@@ -369,7 +369,7 @@ def _demo_run_dir(tmp_path, generations_done=None):
     config = mt.load_meta_config("configs/meta/cartpole_demo.yaml", {"generations": 6})
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if generations_done is not None:
-        run = mt.build_run(config, None, None)
+        run = mt.build_run(config, None)
         mt.save_checkpoint(out, mt.Checkpoint(generations_done, mt.initial_state(run), None, config.to_dict()))
     return out
 
@@ -609,7 +609,7 @@ def test_a_diverging_es_mean_stops_the_run_before_anything_non_finite_is_written
         "tasks": [{"env": "CartPole-v1", "overrides": {"total_timesteps": 256, "num_envs": 4, "num_steps": 32,
                                                        "num_minibatches": 2, "update_epochs": 1}}],
         "es": {"population_size": 4, "sigma": 0.1}}, {})
-    run = mt.build_run(config, None, None)
+    run = mt.build_run(config, None)
     state = mt.initial_state(run)
     real = meta.run_generation
 

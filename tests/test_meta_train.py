@@ -43,6 +43,7 @@ CONFIG = {
     "generations": GENERATIONS,
     "seeds": 2,
     "checkpoint_every": 1,
+    "population_chunk": 2,  # two micro-batches of 2 members: forced devices then really share the population
 }
 TINY_TRAIN = ["--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1"]
 
@@ -57,7 +58,7 @@ def config_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def meta_run():
     """The run as ``discovery meta-train`` builds it on one device; its population evaluation compiles once per module."""
-    return mt.build_run(mt.meta_config_from_dict(CONFIG, {}), None, None)
+    return mt.build_run(mt.meta_config_from_dict(CONFIG, {}), None)
 
 
 @pytest.fixture(scope="module")
@@ -203,17 +204,17 @@ def test_the_resumed_run_writes_everything_and_its_artifact_trains(killed_and_re
 
 
 def test_four_forced_cpu_devices_give_the_same_run(config_file, straight, tmp_path):
-    """4 members on 4 forced devices. One member per device once trained differently (XLA drops a vmapped
-    axis of size 1 and rounds its matmuls differently: fitness [385.8, 500, 500, 424] vs [500, 488.7, 500,
-    344.5]); the mesh now keeps at least two members per device, so the run is bit-identical."""
+    """4 members on 4 forced devices in micro-batches of 2 (``population_chunk: 2``), so two devices train
+    two members each. One member per device once trained differently (XLA dropped a vmapped axis of size 1 on some
+    layouts only: fitness [385.8, 500, 500, 424] vs [500, 488.7, 500, 344.5]); with fixed micro-batches every
+    device runs the same program whatever the device count, so the run is bit-identical."""
     four = tmp_path / "four"
     proc = subprocess.run([sys.executable, "-m", "discovery.cli", "meta-train", "--config", str(config_file), "--out", str(four)],
                           env=_subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"), cwd=REPO_ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_same_run(four, straight)
-    # Sharded, over as many devices as keep two members on each.
-    assert "4 devices (the population on 2: at least 2 members per device)" in proc.stderr, proc.stderr[-2000:]
+    assert "2 devices, micro-batches of 2 members" in proc.stderr, proc.stderr[-2000:]
 
 
 # ---- errors -----------------------------------------------------------------------------------

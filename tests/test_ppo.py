@@ -335,3 +335,41 @@ def test_brax_inverted_pendulum_improves():
     returns = result.metrics["episode_return"]
     early, late = np.nanmean(returns[:, :5]), np.nanmean(result.final_returns)
     assert late > early + 50.0, (early, late)
+
+
+# ---- one learner split over devices (make_train(env_axis=...)) ------------------------------------------
+
+
+def test_split_advantage_normalisation_and_obs_stats_equal_the_whole_batch():
+    """Under a mapped axis (here vmap with an axis name, as shard_map gives on devices), the per-shard
+    normalisation and running statistics are those of the whole batch."""
+    from rl_algos.ppo.losses import normalize_advantages
+    from rl_algos.ppo.normalization import RunningStats, update_stats
+
+    advantages = jax.random.normal(jax.random.PRNGKey(0), (4, 64)) * 3.0 + 1.0  # 4 shards of 64
+    split = jax.vmap(lambda a: normalize_advantages(a, axis_name="d"), axis_name="d")(advantages)
+    np.testing.assert_allclose(split.reshape(-1), normalize_advantages(advantages.reshape(-1)), rtol=1e-5, atol=1e-6)
+
+    obs = jax.random.normal(jax.random.PRNGKey(1), (4, 10, 8, 3)) * 2.0 + 0.5  # shards × steps × envs × obs
+    stats = update_stats(RunningStats.create((3,)), obs[0])
+    whole = update_stats(stats, obs.transpose(1, 0, 2, 3))
+    shards = jax.vmap(lambda o: update_stats(stats, o, "d"), axis_name="d")(obs)
+    for name in ("mean", "var", "count"):
+        np.testing.assert_allclose(getattr(shards, name)[0], getattr(whole, name), rtol=1e-5, atol=1e-6)
+
+
+def test_a_split_learner_is_deterministic_and_learns():
+    """CartPole split over 2 mapped shards (vmap with an axis name stands in for 2 devices)."""
+    env = envs.make("CartPole-v1")
+    config = PPOConfig(total_timesteps=40_960, num_envs=8, num_steps=64, num_minibatches=4, update_epochs=4,
+                       learning_rate=2.5e-3)
+    drift = df.make("ppo_clip")
+    train = make_train(config, env, drift, env_axis=("d", 2))
+    run = jax.jit(jax.vmap(lambda key: train(key, drift.init(None)), in_axes=None, axis_size=2, axis_name="d"))
+    (state, metrics), (state_again, _) = run(jax.random.PRNGKey(0)), run(jax.random.PRNGKey(0))
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state_again.params)):
+        np.testing.assert_array_equal(a, b)
+    for leaf in jax.tree.leaves(state.params):  # the two shards hold the same parameters
+        np.testing.assert_array_equal(leaf[0], leaf[1])
+    returns = np.asarray(metrics["episode_return"][0])
+    assert np.nanmean(returns[-5:]) > 3 * np.nanmean(returns[:5]), returns

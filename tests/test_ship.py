@@ -82,3 +82,15 @@ def test_ship_takes_a_single_artifact_with_its_own_metadata(fake_run):
     drift, loaded, metadata = load_artifact(shipped_dir / "my_lpo_dpo.npz")
     assert drift.name == "dpo" and float(loaded["alpha"]) == 1.5
     assert metadata["distilled_from"] == "my_lpo" and metadata["r2"] == 0.93 and metadata["label"] == "my_lpo_dpo"
+
+
+def test_a_run_without_validation_ships_its_last_mean(fake_run, capsys):
+    """The demo config does not validate, so its run has drift.npz but no best_validated_drift.npz."""
+    run, params, shipped_dir = fake_run
+    (run / "best_validated_drift.npz").rename(run / "drift.npz")
+    assert main(["ship", str(run), "--name", "demo_lpo"]) == 0
+    assert "ran without validation" in capsys.readouterr().err
+    _, loaded, metadata = load_artifact(shipped_dir / "demo_lpo.npz")
+    assert metadata["shipped_from"].endswith("drift.npz")
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)

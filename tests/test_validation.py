@@ -63,7 +63,7 @@ def test_references_are_random_and_ppo_per_task(run_dir):
     from discovery.meta_training import latest_checkpoint_file, load_checkpoint, load_meta_config, build_run
 
     config = load_meta_config(str(run_dir / "config.yaml"), {})
-    checkpoint = load_checkpoint(latest_checkpoint_file(run_dir), build_run(config, None, None).strategy)
+    checkpoint = load_checkpoint(latest_checkpoint_file(run_dir), build_run(config, None).strategy)
     references = np.asarray(checkpoint.references)
     assert references.shape == (2, 2)  # [tasks, (random, ppo)]
     random_cartpole, random_catch = references[:, 0]

@@ -14,12 +14,13 @@ import numpy as np
 import drift_functions
 import meta
 from discovery import configs
+from discovery import devices as host_devices
 from discovery.bench.presets import CoresCase, PopulationCase
-from discovery.bench.timing import MemoryWatch, Timed, batch_compile, cpu_seconds, jit_compile, summarise
+from discovery.bench.timing import MemoryWatch, Timed, cpu_seconds, jit_compile, learners_compile, summarise
 from discovery.fitness import make_fitness_fn
 from discovery.progress import status
-from discovery.training import batch_mesh, compile_batch, seed_keys
-from rl_algos.ppo import MEMBERS, SEEDS, HParams, PPOConfig, make_train_batch
+from discovery.training import compile_learners, plan_learners, seed_keys
+from rl_algos.ppo import MEMBERS, SEEDS, HParams, PPOConfig
 from rl_algos.ppo.policy import Policy
 from rl_algos.ppo.train import Batch, make_optimizer, sgd_epochs
 
@@ -113,9 +114,13 @@ def ours_timer(env, config: PPOConfig, progress_callback: Callable | None = None
     """One learner through the batched runner, exactly as ``discovery train`` runs it."""
     drift = drift_functions.make("ppo_clip")
     params, hparams = drift.init(None), HParams.from_config(config)
-    train_batch = make_train_batch(config, env, drift, SEEDS, progress_callback=progress_callback)
     name = "ours" if progress_callback is None else "ours_progress"
-    return Timed(name, batch_compile(train_batch), lambda r: (seed_keys(r, 1), params, hparams), config.env_steps)
+
+    def compile(keys, drift_params, hparams):
+        layout = plan_learners(config, 1, allow_split=True)  # as `discovery train` runs one seed
+        return compile_learners(config, env, drift, keys, drift_params, hparams, SEEDS, layout, progress_callback)
+
+    return Timed(name, compile, lambda r: (seed_keys(r, 1), params, hparams), config.env_steps)
 
 
 class ProgressSink:
@@ -146,18 +151,19 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
     spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
     env, config = spec.make_env(), spec.ppo
     drift = drift_functions.make("lpo", ppo_init=True)
-    train_batch = make_train_batch(config, env, drift, MEMBERS)  # one drift (and key) per learner, as a population
+    one_device = jax.devices()[:1]
     largest = max(max(case.sizes), case.meta_size)
     members = population_params(drift, largest, case.sigma, jax.random.PRNGKey(1))
     take = lambda tree, start, stop: jax.tree.map(lambda x: x[start:stop], tree)  # noqa: E731
     member_keys = lambda r, size: jax.random.split(jax.random.PRNGKey(1000 + r), size)  # noqa: E731
 
-    single = Timed("single", functools.partial(compile_batch, train_batch, axes=MEMBERS), lambda r: (member_keys(r, 1), take(members, 0, 1), None),
+    single = Timed("single", learners_compile(config, env, drift, MEMBERS, one_device), lambda r: (member_keys(r, 1), take(members, 0, 1), None),
                    config.env_steps, "agent_steps_per_s")
     rows = []
     for size in case.sizes:
         params = take(members, 0, size)
-        vmapped = Timed("vmapped", functools.partial(compile_batch, train_batch, axes=MEMBERS), lambda r, size=size, params=params: (member_keys(r, size), params, None),
+        vmapped = Timed("vmapped", learners_compile(config, env, drift, MEMBERS, one_device, micro_batch=size),
+                        lambda r, size=size, params=params: (member_keys(r, size), params, None),
                         size * config.env_steps, "agent_steps_per_s")
         runs = size if case.sequential_cap is None else min(size, case.sequential_cap)
         sequential_times, sequential_cpu = [], []
@@ -184,9 +190,9 @@ def bench_population(case: PopulationCase, repeats: int) -> dict:
     # evaluated over the population by meta.evaluate_population. Its first call compiles, so compile_s includes one run.
     fitness = make_fitness_fn([spec], drift, 1, None)
 
-    def compile_generation(key, population):
-        meta.evaluate_population(fitness, population, key)
-        return lambda key, population: meta.evaluate_population(fitness, population, key)
+    def compile_generation(key, population):  # one device, the whole population in one vmap
+        meta.evaluate_population(fitness, population, key, devices=one_device)
+        return lambda key, population: meta.evaluate_population(fitness, population, key, devices=one_device)
 
     params = take(members, 0, case.meta_size)
     meta_timer = Timed("meta_generation", compile_generation, lambda r: (jax.random.PRNGKey(r), params),
@@ -217,30 +223,30 @@ def bench_cores(case: CoresCase, repeats: int) -> dict:
     device count, and whether the results were bit-identical.
     """
     devices = jax.devices()
-    meshes = {"one": batch_mesh(devices[:1]), "all": batch_mesh(devices)}
+    device_sets = {"one": devices[:1], "all": devices}
     spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
     env, config = spec.make_env(), spec.ppo
     drift = drift_functions.make("ppo_clip")
     params, hparams = drift.init(None), HParams.from_config(config)
-    train_batch = make_train_batch(config, env, drift, SEEDS)
-    train = {name: Timed(f"train_{name}", functools.partial(compile_batch, train_batch, mesh=mesh),
+    train = {name: Timed(f"train_{name}", learners_compile(config, env, drift, SEEDS, chosen),
                          lambda r: (seed_keys(r, case.seeds), params, hparams), case.seeds * config.env_steps)
-             for name, mesh in meshes.items()}
+             for name, chosen in device_sets.items()}
 
     meta_spec, _ = configs.load_train_spec(case.env, {**case.overrides, **case.meta_overrides})
     lpo = drift_functions.make("lpo", ppo_init=True)
     members = population_params(lpo, case.meta_size, 0.05, jax.random.PRNGKey(1))
     fitness = make_fitness_fn([meta_spec], lpo, 1, None)
-    population_meshes = {"one": None, "all": meta.make_population_mesh(devices)}
+    micro_batch = max(1, host_devices.micro_batch())  # one seed per member: members per micro-batch = learners
 
-    def generation_compiler(mesh):
+    def generation_compiler(chosen):
         def compile_generation(key, population):
-            meta.evaluate_population(fitness, population, key, mesh=mesh)  # the first call compiles
-            return lambda key, population: meta.evaluate_population(fitness, population, key, mesh=mesh)
+            meta.evaluate_population(fitness, population, key, devices=chosen, micro_batch=micro_batch)  # compiles
+            return lambda key, population: meta.evaluate_population(fitness, population, key, devices=chosen,
+                                                                    micro_batch=micro_batch)
         return compile_generation
 
-    generation = {name: Timed(f"generation_{name}", generation_compiler(mesh), lambda r: (jax.random.PRNGKey(r), members),
-                              case.meta_size * meta_spec.ppo.env_steps) for name, mesh in population_meshes.items()}
+    generation = {name: Timed(f"generation_{name}", generation_compiler(chosen), lambda r: (jax.random.PRNGKey(r), members),
+                              case.meta_size * meta_spec.ppo.env_steps) for name, chosen in device_sets.items()}
     for _ in range(repeats):
         for timer in (*train.values(), *generation.values()):
             timer.run_once()

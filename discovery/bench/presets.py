@@ -40,7 +40,7 @@ class PopulationCase:
 class CoresCase:
     """One device vs every device: ``train`` with ``seeds`` seeds, and one meta-generation of ``meta_size`` members.
 
-    Both run in one process through the code the commands run (``compile_batch``
+    Both run in one process through the code the commands run (``compile_learners``
     and ``meta.evaluate_population``), once on a mesh of the first device and
     once on a mesh of all of them.
     """

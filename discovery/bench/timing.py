@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import jax
 
-from discovery.training import compile_batch
+from discovery.training import compile_learners, plan_learners
+from meta import sharding
 
 
 class MemoryWatch:
@@ -92,9 +93,19 @@ def jit_compile(fn) -> Callable[..., Any]:
     return lambda *args: jax.jit(fn).lower(*args).compile()
 
 
-def batch_compile(train_batch) -> Callable[..., Any]:
-    """``compile(*args)`` through :func:`discovery.training.compile_batch`, as every workflow compiles its learners."""
-    return functools.partial(compile_batch, train_batch)
+def learners_compile(config, env, drift, axes=None, devices=None, micro_batch: int | None = None) -> Callable[..., Any]:
+    """``compile(keys, drift_params, hparams)`` through :func:`discovery.training.compile_learners`, as every
+    workflow compiles its learners (on ``devices``, default every device; ``micro_batch``, default the runtime's)."""
+    from rl_algos.ppo import SEEDS
+
+    axes = SEEDS if axes is None else axes
+
+    def compile(keys, drift_params, hparams):
+        learners = sharding.batch_size(tuple(axes), (keys, drift_params, hparams))
+        layout = plan_learners(config, learners, devices=devices, micro_batch=micro_batch)
+        return compile_learners(config, env, drift, keys, drift_params, hparams, axes, layout)
+
+    return compile
 
 
 class Timed:

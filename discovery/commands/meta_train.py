@@ -20,7 +20,7 @@ from discovery.commands.arguments import add_run_arguments, add_wandb_arguments,
 from discovery.drifts import discovered, resolve_drift
 from discovery.errors import UserError
 from discovery.fitness import build_validation, reference_returns
-from discovery.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
+from discovery.outputs import atomic_write_json, atomic_write_text, claim_run_dir, environment_info, prepare_run_dir
 from discovery.plots import plot_fitness_curve
 from discovery.progress import eta_text, interruptible, make_progress, set_interrupt_hint, status
 from discovery.stats import mean_ci, paired_difference, reading_of_difference
@@ -80,6 +80,8 @@ def run(args, extra: list[str]) -> int:
             raise UserError(f"--resume directory {out} does not exist")
         if not (out / "config.yaml").is_file():
             raise UserError(f"--resume directory {out} is not a meta-training run (no config.yaml)")
+        if distributed.is_main():
+            claim_run_dir(out)  # two resumes of one run would write over each other
         stored = mt.load_meta_config(str(out / "config.yaml"), {})
         config = mt.load_meta_config(args.config or str(out / "config.yaml"), overrides)
         if config.identity() != stored.identity():
@@ -93,14 +95,12 @@ def run(args, extra: list[str]) -> int:
         out = Path(args.out or f"runs/meta_{datetime.now():%Y%m%d-%H%M%S}")
     distributed.agree("the meta-training config", json.dumps(config.identity(), sort_keys=True, default=str))
 
-    run_ = mt.build_run(config, None, None)  # validates drift, tasks and ES before anything heavy
+    run_ = mt.build_run(config, None)  # validates drift, tasks and ES before anything heavy
     preflight(args.wandb)
     if args.resume:
         latest = mt.latest_checkpoint_file(out)
         if latest is not None:
-            checkpoint = mt.load_checkpoint(latest, run_.strategy)
-            if checkpoint.config and mt.meta_config_from_dict(checkpoint.config, {}).identity() != config.identity():
-                raise UserError(f"checkpoint {latest} belongs to a different config than {out}/config.yaml")
+            checkpoint = mt.load_checkpoint(latest, run_.strategy, config)
             state, start, references = checkpoint.es_state, checkpoint.generation, checkpoint.references
             if config.generations < start:  # config.yaml must never claim fewer generations than the run holds
                 raise UserError(f"{out} already has {start} generations; --generations is the total to reach, so "
@@ -118,8 +118,7 @@ def run(args, extra: list[str]) -> int:
         references = reference_returns(run_.specs, config.seeds, config.seed)
     status("reference returns (random policy → PPO-clip): "
            + ", ".join(f"{s.env} {r[0]:.4g} → {r[1]:.4g}" for s, r in zip(run_.specs, references)))
-    mesh = meta.make_population_mesh() if jax.device_count() > 1 else None
-    run_ = mt.build_run(config, references, mesh)
+    run_ = mt.build_run(config, references)
     if config.validate_every:
         status(f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds per task…[/dim]")
         run_.validation = build_validation(run_.specs, run_.drift, config.validation_seeds, config.seed, references[:, 0])
@@ -127,10 +126,9 @@ def run(args, extra: list[str]) -> int:
     if state is None:
         state = mt.initial_state(run_)
 
-    devices = distributed.describe()
-    used = meta.at_least_two_per_device(mesh, config.population_chunk or config.es.population_size) if mesh else None
-    if used is not None and used.size < mesh.size:
-        devices += f" (the population on {used.size}: at least 2 members per device)"
+    layout = meta.sharding.plan(config.es.population_size, mt.members_per_micro_batch(config))
+    devices = (f"{distributed.describe(layout.mesh.devices.flat)}, micro-batches of {layout.micro_batch} members "
+               f"× {config.seeds} seeds")
     tasks = ", ".join(t.env for t in config.tasks)
     status(
         f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "

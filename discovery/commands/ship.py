@@ -30,8 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="a meta-training run directory (with config.yaml and metrics.jsonl), "
                         "or a drift artifact (.npz)")
     parser.add_argument("--name", required=True, help="the stem users will type after --drift (letters, digits, _ and -)")
-    parser.add_argument("--artifact", default=CHOICES[0], choices=CHOICES,
-                        help="which of the run's drifts (default: the ES mean that scored best on the validation seeds)")
+    parser.add_argument("--artifact", default=None, choices=CHOICES,
+                        help="which of the run's drifts (default: the ES mean that scored best on the validation seeds, "
+                        "or the last ES mean, drift.npz, for a run without validation)")
     parser.add_argument("--overwrite", action="store_true", help="replace a shipped drift of the same name")
     parser.set_defaults(run=run)
 
@@ -52,7 +53,15 @@ def run(args, extra: list[str]) -> int:
     name = args.name.strip()
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise UserError(f"--name must be letters, digits, '_' and '-' (it becomes --drift NAME), got {args.name!r}")
-    source = run_dir if single else run_dir / args.artifact
+    if single:
+        source = run_dir
+    elif args.artifact is not None:
+        source = run_dir / args.artifact
+    elif (run_dir / CHOICES[0]).is_file():
+        source = run_dir / CHOICES[0]
+    else:
+        source = run_dir / "drift.npz"
+        status(f"{run_dir} has no {CHOICES[0]} (it ran without validation): shipping its last ES mean, {source.name}")
     try:
         drift, params, metadata = load_artifact(source)
     except ArtifactError as error:

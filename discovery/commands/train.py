@@ -71,7 +71,7 @@ def run(args, extra: list[str]) -> int:
     wandb_run = WandbRun(args.wandb, out, project=args.wandb_project, entity=args.wandb_entity, group=args.wandb_group or args.env,
                          name=f"{args.env}/{resolved.label}", config=run_config, job_type="train")
     started = time.time()
-    result = run_seeds(spec, resolved, args.seeds, seed=args.seed)
+    result = run_seeds(spec, resolved, args.seeds, seed=args.seed, allow_split=True)
 
     mean, low, high = mean_ci(result.final_returns)
     summary = {
@@ -83,6 +83,7 @@ def run(args, extra: list[str]) -> int:
         "run_seconds": result.run_seconds,
         "env_steps_per_second": result.steps_per_second,
         "devices": result.devices,
+        "layout": result.layout,
         "diverged_seeds": diverged_seeds(result.metrics),
     }
     if summary["diverged_seeds"]:

@@ -47,7 +47,7 @@ import numpy as np
 from discovery import configs, distributed
 from discovery.drifts import ResolvedDrift, resolve_drift
 from discovery.errors import UserError
-from discovery.fitness import random_return
+from discovery.fitness import RANDOM_METHOD, random_return
 from discovery.suites import Suite
 from discovery.evaluate.public_report import write_public_report
 from discovery.evaluate.report import log_cell_to_wandb, log_summary_to_wandb, summarise, write_reports
@@ -186,12 +186,39 @@ def unique_labels(resolved: list[ResolvedDrift]) -> list[ResolvedDrift]:
     return out
 
 
+def _episode_hint(spec) -> str:
+    """What budget would let episodes end (from the env's episode limit, when it declares one)."""
+    limit = getattr(spec.make_env(), "time_limit", None)
+    if not limit:
+        return "raise --total-timesteps"
+    return (f"its episodes last up to {int(limit):,} steps: raise --total-timesteps well above "
+            f"{int(limit) * spec.ppo.num_envs:,} ({spec.ppo.num_envs} envs × {int(limit):,})")
+
+
+def refuse_dropping(out: Path, labels: list[str], task_labels: list[str]) -> None:
+    """Refuse a rerun that would rewrite ``out``'s results without drifts or tasks the folder already evaluated."""
+    path = out / GRID_FILE
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+        old_labels = [d["label"] for d in previous.get("drifts", [])]
+        old_tasks = list(previous.get("tasks", {}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable grid.json is rewritten; its cells are checked one by one
+    dropped = [label for label in old_labels if label not in labels] + [task for task in old_tasks if task not in task_labels]
+    if dropped:
+        raise UserError(f"{out} already holds an evaluation of {', '.join(old_labels)} on {', '.join(old_tasks)}; this run would "
+                        f"rewrite its results without {', '.join(dropped)} (their cells stay under {CELL_DIR}/): list them "
+                        "too to add to it, choose another --out, or pass --overwrite to replace its results")
+
+
 def random_return_of(task: Task, out: Path, seed: int) -> float:
     """The task's uniform-random-policy return, computed once and kept under ``cells/``."""
     path = out / CELL_DIR / f"{slug(task.label)}__random.json"
     settings = task.spec.to_dict()
     settings.pop("source", None)
-    expected = {"env": task.env, "train": settings, "seed": seed}
+    expected = {"env": task.env, "train": settings, "seed": seed, "method": RANDOM_METHOD}
     if path.is_file():
         try:
             saved = json.loads(path.read_text())
@@ -277,6 +304,7 @@ def _save_cell(out: Path, cell: Cell, result: TrainingResult, wall: float, expec
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,
         "devices": result.devices,
+        "layout": result.layout,
         "wall_seconds": wall,
         "finished": datetime.now().isoformat(timespec="seconds"),
     })
@@ -311,6 +339,8 @@ def run_evaluation(
     distributed.agree("the evaluation grid", json.dumps([fingerprint(cell, num_seeds, seed) for cell in cells], sort_keys=True, default=str))
     distributed.mirror(Path(out), [GRID_FILE, CELL_DIR])
     out = prepare_run_dir(out, overwrite=overwrite, resume_marker=GRID_FILE)
+    if not overwrite:
+        refuse_dropping(out, [r.label for r in resolved], [task.label for task in tasks])
     for task in tasks:
         if task.fallback:
             whose = f"{task.env} is your own env" if ":" in task.env else f"no configs/train/{task.env}.yaml"
@@ -363,6 +393,9 @@ def run_evaluation(
                    f"(compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s); grid: "
                    f"{len(results) - len(cells) + len(todo)}/{len(todo)} cells to train, "
                    f"{eta_text(len(results) - len(cells) + len(todo), len(todo), grid_elapsed)}")
+            if not finite.size:
+                status(f"[yellow]  no episode of {cell.task.label} ended in its {config.env_steps // config.num_envs:,} "
+                       f"steps per env; {_episode_hint(cell.spec)}[/yellow]")
             if progress is not None:
                 progress.update(grid_task, advance=1, rate=f"{trained_steps / max(grid_elapsed, 1e-9):,.0f} steps/s")
 

@@ -34,9 +34,31 @@ POINTS = BatchAxes(keys=0, drift_params=0, hparams=0)  # sweep points × seeds, 
 
 @struct.dataclass
 class BatchOutput:
-    params: Any  # final actor/critic parameters, leaves [B, ...]
+    params: Any  # final actor/critic parameters, leaves [B, ...] (one learner: [...])
     metrics: dict  # name -> [B, num_updates] (see make_train)
     final_returns: jax.Array  # [B], see final_return
+
+
+def make_learner(
+    config: PPOConfig,
+    env: Environment,
+    drift,
+    progress_callback: Callable[[Any], None] | None = None,
+    env_axis: tuple[str, int] | None = None,
+) -> Callable[[jax.Array, Any, HParams | None], BatchOutput]:
+    """``learner(key, drift_params, hparams=None) -> BatchOutput`` for *one* learner (no batch axis).
+
+    :func:`make_train` with its output reduced to what callers keep: the final
+    actor/critic parameters, the per-update metrics and the final return.
+    ``env_axis`` is passed to :func:`make_train` (a learner split over devices).
+    """
+    train = make_train(config, env, drift, progress_callback=progress_callback, env_axis=env_axis)
+
+    def learner(key: jax.Array, drift_params, hparams: HParams | None = None) -> BatchOutput:
+        state, metrics = train(key, drift_params, hparams)
+        return BatchOutput(state.params, metrics, final_return(metrics, config.final_return_window))
+
+    return learner
 
 
 def make_train_batch(
@@ -46,16 +68,14 @@ def make_train_batch(
     axes: BatchAxes = SEEDS,
     progress_callback: Callable[[Any], None] | None = None,
 ) -> Callable[[jax.Array, Any, HParams | None], BatchOutput]:
-    """``train_batch(keys, drift_params, hparams=None) -> BatchOutput``: ``vmap`` of :func:`make_train` over ``axes``.
+    """``train_batch(keys, drift_params, hparams=None) -> BatchOutput``: ``vmap`` of :func:`make_learner` over ``axes``.
 
     ``hparams=None`` (with ``axes.hparams = None``) uses the config's values.
     The progress callback receives the ``[B]`` update indices of the batch.
     """
-    train = make_train(config, env, drift, progress_callback=progress_callback)
-    batched = jax.vmap(train, in_axes=tuple(axes))
+    batched = jax.vmap(make_learner(config, env, drift, progress_callback), in_axes=tuple(axes))
 
     def train_batch(keys: jax.Array, drift_params, hparams: HParams | None = None) -> BatchOutput:
-        state, metrics = batched(keys, drift_params, hparams)
-        return BatchOutput(state.params, metrics, final_return(metrics, config.final_return_window))
+        return batched(keys, drift_params, hparams)
 
     return train_batch

@@ -47,9 +47,17 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def normalize_advantages(advantages: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """``(Â − mean Â) / (std Â + eps)`` over the whole (mini)batch."""
-    return (advantages - advantages.mean()) / (advantages.std() + eps)
+def normalize_advantages(advantages: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
+    """``(Â − mean Â) / (std Â + eps)`` over the whole (mini)batch.
+
+    ``axis_name``: the minibatch is split in equal shards over that mapped axis;
+    mean and std are then those of the whole minibatch.
+    """
+    if axis_name is None:
+        return (advantages - advantages.mean()) / (advantages.std() + eps)
+    mean = jax.lax.pmean(advantages.mean(), axis_name)
+    std = jnp.sqrt(jax.lax.pmean(jnp.mean((advantages - mean) ** 2), axis_name))
+    return (advantages - mean) / (std + eps)
 
 
 def drift_policy_loss(

@@ -21,13 +21,22 @@ class RunningStats:
         return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.zeros((), jnp.float32))
 
 
-def update_stats(stats: RunningStats, batch: jax.Array) -> RunningStats:
-    """Merge a batch ``[..., *obs_shape]`` into the running mean/variance (Chan et al.)."""
+def update_stats(stats: RunningStats, batch: jax.Array, axis_name: str | None = None) -> RunningStats:
+    """Merge a batch ``[..., *obs_shape]`` into the running mean/variance (Chan et al.).
+
+    ``axis_name``: the batch is split in equal shards over that mapped axis
+    (one learner's envs over devices); the merged statistics are those of the whole batch.
+    """
     obs_ndim = stats.mean.ndim
     flat = batch.reshape((-1,) + batch.shape[batch.ndim - obs_ndim :])
     batch_count = flat.shape[0]
     batch_mean = flat.mean(axis=0)
     batch_var = flat.var(axis=0)
+    if axis_name is not None:
+        shards = jax.lax.psum(1, axis_name)
+        global_mean = jax.lax.pmean(batch_mean, axis_name)
+        batch_var = jax.lax.pmean(batch_var + (batch_mean - global_mean) ** 2, axis_name)
+        batch_mean, batch_count = global_mean, batch_count * shards
     total = stats.count + batch_count
     delta = batch_mean - stats.mean
     mean = stats.mean + delta * batch_count / total

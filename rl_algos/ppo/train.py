@@ -80,13 +80,17 @@ def ppo_loss(
     hparams: HParams,
     progress: jax.Array,
     normalize_advantages: bool,
+    axis_name: str | None = None,
 ):
     """``L = L_π + c_v · L_V − c_H · mean(entropy)``, with ``L_π`` from :func:`losses.drift_policy_loss`.
 
     ``drift_fn(ratio, advantage, progress)`` is the drift with its parameters bound.
+    ``axis_name``: the minibatch is one shard of a minibatch split over that
+    mapped axis (advantages are normalised over the whole minibatch).
     """
     log_prob, entropy = policy.log_prob_entropy(params, batch.obs, batch.action)
-    advantage = losses.normalize_advantages(batch.advantage) if normalize_advantages else batch.advantage
+    advantage = (losses.normalize_advantages(batch.advantage, axis_name=axis_name) if normalize_advantages
+                 else batch.advantage)
     policy_loss, aux = losses.drift_policy_loss(drift_fn, log_prob, batch.log_prob, advantage, progress)
     value_loss = losses.value_loss(policy.value(params, batch.obs), batch.target)
     entropy = entropy.mean()
@@ -112,13 +116,18 @@ def sgd_epochs(
     hparams: HParams,
     learning_rate: jax.Array,
     progress: jax.Array,
+    axis_name: str | None = None,
 ):
     """The learner's update on one batch: ``update_epochs`` shuffled passes of ``num_minibatches`` Adam steps.
 
-    ``batch`` leaves are ``[batch_size, ...]``; each epoch draws a permutation
-    of the batch and splits it into ``[num_minibatches, minibatch_size, ...]``.
-    Returns ``(params, opt_state, aux)`` with every :func:`ppo_loss` diagnostic
-    in ``aux`` shaped ``[update_epochs, num_minibatches]``.
+    ``batch`` leaves are ``[rows, ...]`` (``rows = batch_size``, or its share
+    on one device when ``axis_name`` names the mapped axis a learner is split
+    over); each epoch draws a permutation of the rows and splits it into
+    ``[num_minibatches, rows / num_minibatches, ...]``. With ``axis_name`` every
+    device takes its own shuffled share of each minibatch, and gradients and
+    diagnostics are averaged over the devices (``lax.pmean``) before Adam, so the
+    parameters stay identical everywhere. Returns ``(params, opt_state, aux)``
+    with every :func:`ppo_loss` diagnostic in ``aux`` shaped ``[update_epochs, num_minibatches]``.
     """
     loss_fn = functools.partial(
         ppo_loss,
@@ -127,20 +136,25 @@ def sgd_epochs(
         hparams=hparams,
         progress=progress,
         normalize_advantages=config.normalize_advantages,
+        axis_name=axis_name,
     )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    rows = jax.tree.leaves(batch)[0].shape[0]
 
     def minibatch_step(carry, minibatch):
         params, opt_state = carry
         (_, aux), grads = grad_fn(params, minibatch)
+        if axis_name is not None:
+            grads, aux = jax.lax.pmean((grads, aux), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: -learning_rate * u, updates))
         return (params, opt_state), aux
 
     def epoch(carry, key):
-        permutation = jax.random.permutation(key, config.batch_size)
+        permutation = jax.random.permutation(key, rows)
         shuffled = jax.tree.map(
-            lambda x: x[permutation].reshape((config.num_minibatches, config.minibatch_size) + x.shape[1:]), batch
+            lambda x: x[permutation].reshape((config.num_minibatches, rows // config.num_minibatches) + x.shape[1:]),
+            batch,
         )
         return jax.lax.scan(minibatch_step, carry, shuffled)
 
@@ -212,6 +226,7 @@ def make_train(
     drift,
     progress_callback: Callable[[Any], None] | None = None,
     progress_every: int | None = None,
+    env_axis: tuple[str, int] | None = None,
 ):
     """Build ``train(key, drift_params, hparams=None) -> (TrainState, metrics)``.
 
@@ -225,8 +240,22 @@ def make_train(
     compiled loop (``jax.debug.callback``) every ``progress_every`` updates
     (default :func:`progress_interval`) and after the last; it is the only
     host interaction, and it is off by default.
+
+    ``env_axis = (axis_name, shards)`` splits one learner over ``shards``
+    devices, as Brax's PPO does: ``train`` then runs under ``shard_map`` over
+    that axis, each device steps ``num_envs / shards`` envs (its own keys, from
+    ``fold_in(key, device)``) and takes its share of every minibatch, and the
+    gradients, the observation statistics, the advantage normalisation and
+    the metrics are combined over the devices, so the parameters are the same
+    on all of them. It is the same algorithm on the same global batch sizes;
+    its random draws differ from the unsplit learner's (other keys per env).
     """
     config.validate()
+    axis_name, shards = env_axis if env_axis is not None else (None, 1)
+    if config.num_envs % shards or config.minibatch_size % shards:
+        raise ValueError(f"cannot split a learner over {shards} devices: num_envs {config.num_envs} and the minibatch of "
+                         f"{config.minibatch_size} transitions must both divide by {shards}")
+    num_envs = config.num_envs // shards  # envs of this device
     policy = Policy(config, env)
     num_updates = config.num_updates
     env_params = env.default_params
@@ -243,8 +272,11 @@ def make_train(
 
         def init_state(key):
             key, key_params, key_reset = jax.random.split(key, 3)
-            params = policy.init(key_params)
-            obs, env_state = vmapped_reset(jax.random.split(key_reset, config.num_envs), env_params)
+            params = policy.init(key_params)  # the same on every device of a split learner
+            if axis_name is not None:
+                device = jax.lax.axis_index(axis_name)
+                key, key_reset = jax.random.fold_in(key, device), jax.random.fold_in(key_reset, device)
+            obs, env_state = vmapped_reset(jax.random.split(key_reset, num_envs), env_params)
             obs_stats = RunningStats.create(tuple(env.observation_shape))
             return TrainState(params, optimizer.init(params), obs_stats, env_state, obs, key)
 
@@ -254,7 +286,7 @@ def make_train(
             norm_obs = normalize(state.obs_stats, state.obs) if config.normalize_obs else state.obs
             action, env_action, log_prob = policy.sample(state.params, norm_obs, key_action)
             next_obs, env_state, reward, terminated, truncated, info = vmapped_step(
-                jax.random.split(key_step, config.num_envs), state.env_state, env_action, env_params
+                jax.random.split(key_step, num_envs), state.env_state, env_action, env_params
             )
             transition = Transition(
                 obs=state.obs,
@@ -287,20 +319,22 @@ def make_train(
             state, (batch, (return_sum, episodes), raw_obs) = jax.lax.scan(
                 collect_unroll, state, None, config.rollouts_per_update
             )
-            batch = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[3:]), batch)
+            batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), batch)
             progress = update_index / num_updates
             lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
             key, key_epochs = jax.random.split(state.key)
             params, opt_state, aux = sgd_epochs(
                 state.params, state.opt_state, batch, key_epochs,
                 config=config, policy=policy, optimizer=optimizer, drift_fn=drift_fn,
-                hparams=hparams, learning_rate=lr, progress=progress,
+                hparams=hparams, learning_rate=lr, progress=progress, axis_name=axis_name,
             )
-            obs_stats = update_stats(state.obs_stats, raw_obs) if config.normalize_obs else state.obs_stats
+            obs_stats = update_stats(state.obs_stats, raw_obs, axis_name) if config.normalize_obs else state.obs_stats
             state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
-            episodes = jnp.sum(episodes)
+            episodes, return_sum = jnp.sum(episodes), jnp.sum(return_sum)
+            if axis_name is not None:
+                episodes, return_sum = jax.lax.psum((episodes, return_sum), axis_name)
             metrics = {name: value.mean() for name, value in aux.items()}
-            metrics["episode_return"] = jnp.where(episodes > 0, jnp.sum(return_sum) / jnp.maximum(episodes, 1), jnp.nan)
+            metrics["episode_return"] = jnp.where(episodes > 0, return_sum / jnp.maximum(episodes, 1), jnp.nan)
             metrics["episodes"] = episodes
             metrics["learning_rate"] = lr
             if progress_callback is not None:

@@ -260,11 +260,10 @@ def test_chunked_evaluation_equals_unchunked(per_member_keys):
     keys = jax.random.split(key, 8) if per_member_keys else key
     whole = evaluate_population(noisy_fitness, population, keys)
     assert whole.shape == (8,)
-    for chunk_size in (3, 8, 64):
-        chunked = evaluate_population(noisy_fitness, population, keys, chunk_size=chunk_size)
+    for micro_batch in (1, 3, 8, 64):
+        chunked = evaluate_population(noisy_fitness, population, keys, micro_batch=micro_batch)
         np.testing.assert_array_equal(chunked, whole)
-    mesh = meta.make_population_mesh()
-    np.testing.assert_array_equal(evaluate_population(noisy_fitness, population, keys, mesh=mesh), whole)
+    np.testing.assert_array_equal(evaluate_population(noisy_fitness, population, keys, devices=jax.devices()), whole)
 
 
 def test_raw_uint32_keys_match_typed_keys():
@@ -293,12 +292,11 @@ _DEVICE_SCRIPT = textwrap.dedent(
         d = jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), member, target)
         return -sum(jax.tree.leaves(d)) + 0.01 * jax.random.normal(key)
 
-    mesh = meta.make_population_mesh() if num_devices > 1 else None
-    strategy = meta.make_strategy(meta.ESConfig(population_size=10), template)  # 10 -> pad to 12
+    strategy = meta.make_strategy(meta.ESConfig(population_size=10), template)  # 10 in micro-batches of 4: 12 computed
     state = strategy.init(jax.random.key(0), template)
     fitness = []
     for k in jax.random.split(jax.random.key(1), 3):
-        state, stats = meta.run_generation(strategy, state, k, fitness_fn, mesh=mesh, chunk_size=6)
+        state, stats = meta.run_generation(strategy, state, k, fitness_fn, micro_batch=4)
         fitness.append(stats.fitness)
     mean = jax.flatten_util.ravel_pytree(strategy.mean(state))[0]
     np.savez(out_path, mean=np.asarray(mean), fitness=np.asarray(jnp.stack(fitness)))
@@ -317,13 +315,14 @@ def _start_on_devices(num_devices, out_path):
     return subprocess.Popen(command, env=env, cwd=REPO_ROOT)
 
 
-def test_sharded_over_4_devices_equals_1_device(tmp_path):
-    runs = {n: _start_on_devices(n, tmp_path / f"{n}.npz") for n in (1, 4)}
+def test_sharded_over_3_and_4_devices_equals_1_device(tmp_path):
+    runs = {n: _start_on_devices(n, tmp_path / f"{n}.npz") for n in (1, 3, 4)}
     for process in runs.values():
         assert process.wait(timeout=120) == 0
-    one, four = (np.load(tmp_path / f"{n}.npz") for n in (1, 4))
-    assert np.array_equal(one["fitness"], four["fitness"])
-    assert np.array_equal(one["mean"], four["mean"])
+    one, *others = (np.load(tmp_path / f"{n}.npz") for n in (1, 3, 4))
+    for other in others:
+        assert np.array_equal(one["fitness"], other["fitness"])
+        assert np.array_equal(one["mean"], other["mean"])
 
 
 # --- checkpoints --------------------------------------------------------------------
@@ -356,14 +355,14 @@ def test_state_from_arrays_rejects_mismatched_checkpoint():
         meta.state_from_arrays(strategy, arrays)
 
 
-def test_a_mesh_never_gives_a_device_a_batch_of_one():
-    from jax.sharding import Mesh
+def test_plan_cuts_a_batch_into_fixed_micro_batches():
+    from meta import sharding
 
-    import meta
-
-    devices = np.asarray(jax.devices() * 4)  # four entries are enough to check the arithmetic
-    mesh = Mesh(devices, ("population",))
-    assert meta.at_least_two_per_device(mesh, 8) is mesh
-    assert meta.at_least_two_per_device(mesh, 6).size == 3
-    assert meta.at_least_two_per_device(mesh, 4).size == 2
-    assert meta.at_least_two_per_device(mesh, 1).size == 1
+    layout = sharding.plan(10, 4, jax.devices()[:1])
+    assert (layout.micro_batch, layout.per_device, layout.padded) == (4, 3, 12)  # 10 items: 3 micro-batches of 4
+    assert sharding.plan(3, 8, jax.devices()[:1]).micro_batch == 3  # never larger than the batch
+    assert sharding.plan(1, 1, jax.devices()[:1]).padded == 1
+    with pytest.raises(ValueError, match="micro_batch"):
+        sharding.plan(4, 0)
+    with pytest.raises(ValueError, match="at least one item"):
+        sharding.plan(0, 4)
