@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-all lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/discovery meta-train --config configs/meta/cartpole_demo.yaml --compare --out demo_runs/meta_$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# One style, enforced: ruff's lint rules and formatter (pyproject.toml [tool.ruff]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -8,8 +8,8 @@ against the typed config of that command, so W&B sweep agents can pass any
 config field.
 
 Before any command module is imported (they import jax), :func:`main` sets
-XLA's host device count (:mod:`discovery.devices`: one CPU device per usable
-core) and, with ``--distributed``, joins the cluster (:mod:`discovery.distributed`).
+XLA's host device count (:mod:`discovery.runtime.devices`: one CPU device per usable
+core) and, with ``--distributed``, joins the cluster (:mod:`discovery.runtime.distributed`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import importlib
 import os
 import sys
 
-from discovery import devices, distributed
-from discovery.errors import UserError
+from discovery.runtime import devices, distributed
+from discovery.runtime.errors import UserError
 
 # Order is the order of `discovery --help`.
 COMMAND_MODULES = [
@@ -49,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:  # a command not built yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     for name in distributed.COMMANDS:
         if name in subparsers.choices:
             distributed.add_arguments(subparsers.choices[name])
@@ -104,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             distributed.exit_after_failure(None, 1, error)
         raise
     finally:
-        from discovery.outputs import release_all_run_dirs  # not at the top: it imports jax
+        from discovery.io.outputs import release_all_run_dirs  # not at the top: it imports jax
 
         release_all_run_dirs()  # the command is over: its --out may be used again
     return int(code or 0)

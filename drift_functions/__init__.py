@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,12 @@ def _check_option(family: str, key: str, value: Any, expected: type, types_: dic
         ok = number and math.isfinite(value)
         value = float(value) if ok else value
     if not ok:
-        kind = {bool: "true or false (bool)", int: "an integer (int)", float: "a finite number (float)"}.get(expected, getattr(expected, "__name__", expected))
-        raise ValueError(f"bad option for drift {family!r}: {key} must be {kind}, got {value!r}; valid options: {_describe(types_)}")
+        kind = {bool: "true or false (bool)", int: "an integer (int)", float: "a finite number (float)"}.get(
+            expected, getattr(expected, "__name__", expected)
+        )
+        raise ValueError(
+            f"bad option for drift {family!r}: {key} must be {kind}, got {value!r}; valid options: {_describe(types_)}"
+        )
     return value
 
 
@@ -101,7 +106,9 @@ def make(name: str, **options: Any) -> Drift:
     types_ = option_types(name)
     unknown = sorted(set(options) - set(types_))
     if unknown:
-        raise ValueError(f"bad option for drift {family!r}: unknown option {', '.join(unknown)}; valid options: {_describe(types_)}")
+        raise ValueError(
+            f"bad option for drift {family!r}: unknown option {', '.join(unknown)}; valid options: {_describe(types_)}"
+        )
     options = {k: _check_option(family, k, v, types_[k], types_) for k, v in options.items()}
     try:
         return build(**options)
@@ -120,9 +127,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         for item in rest.split(","):
             key, sep, value = item.partition("=")
             if not sep or not key.strip() or not value.strip():
-                raise ValueError(
-                    f"malformed drift override {item!r} in {spec!r}; expected name:key=value[,key=value]"
-                )
+                raise ValueError(f"malformed drift override {item!r} in {spec!r}; expected name:key=value[,key=value]")
             options[key.strip()] = _parse_scalar(value.strip())
     return name.strip(), options
 

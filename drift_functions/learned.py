@@ -100,7 +100,7 @@ def make_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.
 def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float = 0.2) -> Drift:
     """TA-LPO: LPO whose 8 features are also multiplied by training progress ``p``.
 
-        x = [f(r, A), p · f(r, A)]   (16 inputs),   p = update / num_updates ∈ [0, 1]
+    x = [f(r, A), p · f(r, A)]   (16 inputs),   p = update / num_updates ∈ [0, 1]
     """
     hidden_size = int(hidden_size)
     ppo_init = _check_bool(ppo_init)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from envs import custom
-from envs.custom import CustomEnvironmentError, UnknownEnvironmentError
 from envs.adapters import BRAX_BACKENDS, BraxEnvironment, GymnaxEnvironment, default_backend
 from envs.base import Box, Discrete, Environment, EpisodeState
+from envs.custom import CustomEnvironmentError, UnknownEnvironmentError
 
 BRAX_ENVS = (
     "ant",
@@ -69,8 +69,10 @@ def check(name: str) -> None:
     if custom.is_custom(name):
         custom.load(name)
     elif name not in BRAX_ENVS and name not in gymnax_envs() and not _registered_brax(name):
-        raise UnknownEnvironmentError(f"unknown environment {name!r}; valid environments: {', '.join(registered())}, "
-                                      "or your own as module:attribute or path/to/file.py:attribute")
+        raise UnknownEnvironmentError(
+            f"unknown environment {name!r}; valid environments: {', '.join(registered())}, "
+            "or your own as module:attribute or path/to/file.py:attribute"
+        )
 
 
 def make(name: str, **options: Any) -> Environment:

@@ -56,7 +56,11 @@ class GymnaxEnvironment(Environment):
             low, high = (np.broadcast_to(np.asarray(b, np.float64), shape).reshape(-1) for b in (space.low, space.high))
             same = np.all(low == low[0]) and np.all(high == high[0])
             # Keep per-dimension bounds: collapsing them to (min, max) would let an action leave its own range.
-            self.action_space = Box(float(low[0]), float(high[0]), shape) if same else Box(tuple(low.tolist()), tuple(high.tolist()), shape)
+            self.action_space = (
+                Box(float(low[0]), float(high[0]), shape)
+                if same
+                else Box(tuple(low.tolist()), tuple(high.tolist()), shape)
+            )
         obs_space = self._env.observation_space(self.default_params)
         self.observation_shape = tuple(obs_space.shape)
         self.time_limit = None
@@ -104,8 +108,15 @@ class BraxEnvironment(Environment):
 
     family = "brax"
 
-    def __init__(self, name: str, backend: str | None = None, episode_length: int = 1000, action_repeat: int = 1,
-                 brax_env: Any = None, **env_kwargs: Any):
+    def __init__(
+        self,
+        name: str,
+        backend: str | None = None,
+        episode_length: int = 1000,
+        action_repeat: int = 1,
+        brax_env: Any = None,
+        **env_kwargs: Any,
+    ):
         if episode_length < 1 or action_repeat < 1:
             raise ValueError("episode_length and action_repeat must be >= 1")
         self.name = name

@@ -30,8 +30,9 @@ import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SEPARATOR = ":"
 KINDS = ("brax", "gymnax")
@@ -65,8 +66,10 @@ class CustomEnv:
         if not options:
             return self.instance
         if self.build is None:
-            raise CustomEnvironmentError(f"{self.spec} is an environment instance, so it takes no options "
-                                         f"(got {', '.join(sorted(options))}); point --env at a class or function to pass them")
+            raise CustomEnvironmentError(
+                f"{self.spec} is an environment instance, so it takes no options "
+                f"(got {', '.join(sorted(options))}); point --env at a class or function to pass them"
+            )
         return _classify(self.spec, _call(self.spec, self.build, options))[1]
 
 
@@ -100,7 +103,9 @@ def import_module(where: str):
             module_spec.loader.exec_module(module)
         except Exception as error:
             del sys.modules[name]
-            raise CustomEnvironmentError(f"importing {where} failed: {type(error).__name__}: {_one_line(error)}") from None
+            raise CustomEnvironmentError(
+                f"importing {where} failed: {type(error).__name__}: {_one_line(error)}"
+            ) from None
         return module
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -109,8 +114,10 @@ def import_module(where: str):
         return importlib.import_module(where)
     except ModuleNotFoundError as error:
         if error.name and (where == error.name or where.startswith(error.name + ".")):
-            raise CustomEnvironmentError(f"no module named {error.name!r} (in --env {where}:...; a file needs a path "
-                                         f"ending in .py, e.g. ./{where.replace('.', '/')}.py:...)") from None
+            raise CustomEnvironmentError(
+                f"no module named {error.name!r} (in --env {where}:...; a file needs a path "
+                f"ending in .py, e.g. ./{where.replace('.', '/')}.py:...)"
+            ) from None
         raise CustomEnvironmentError(f"importing {where} failed: {type(error).__name__}: {_one_line(error)}") from None
     except Exception as error:
         raise CustomEnvironmentError(f"importing {where} failed: {type(error).__name__}: {_one_line(error)}") from None
@@ -150,7 +157,11 @@ def _classify(spec: str, obj: Any, called: bool = True) -> tuple[str, Any]:
         return "gymnax", obj
     if isinstance(obj, gymnax_env):
         return "gymnax", (obj, obj.default_params)
-    kind = type(obj).__qualname__ if type(obj).__module__ == "builtins" else f"{type(obj).__module__}.{type(obj).__qualname__}"
+    kind = (
+        type(obj).__qualname__
+        if type(obj).__module__ == "builtins"
+        else f"{type(obj).__module__}.{type(obj).__qualname__}"
+    )
     article = "an" if kind[0].lower() in "aeiou" else "a"
     what = f"{spec} {'returned' if called else 'is'} {article} {kind}"
     raise CustomEnvironmentError(f"{what}, not {WANTED}")
@@ -163,14 +174,15 @@ def _call(spec: str, factory: Callable[..., Any], options: dict[str, Any]) -> An
             return factory(**options)
     except TypeError as error:
         if options and "argument" in str(error):
-            raise CustomEnvironmentError(f"{spec} does not accept {', '.join(f'{k}={v!r}' for k, v in options.items())}: "
-                                         f"{_one_line(error)}") from None
+            raise CustomEnvironmentError(
+                f"{spec} does not accept {', '.join(f'{k}={v!r}' for k, v in options.items())}: {_one_line(error)}"
+            ) from None
         raise CustomEnvironmentError(f"building {spec} failed: TypeError: {_one_line(error)}") from None
     except Exception as error:
         raise CustomEnvironmentError(f"building {spec} failed: {type(error).__name__}: {_one_line(error)}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(spec: str) -> CustomEnv:
     """Import, look up and build (once, with no options) the environment ``spec`` names."""
     where, attribute = split(spec)
@@ -181,11 +193,15 @@ def load(spec: str) -> CustomEnv:
 
             factory = functools.partial(brax_envs.get_environment, attribute)
             return CustomEnv(spec, "brax", factory, _classify(spec, _call(spec, factory, {}))[1])
-        defined = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
-                         and getattr(v, "__module__", None) == module.__name__)
+        defined = sorted(
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__
+        )
         hint = f"; it defines {', '.join(defined)}" if defined else ""
-        raise CustomEnvironmentError(f"{where} has no attribute {attribute!r} and no Brax environment {attribute!r} "
-                                     f"is registered{hint}")
+        raise CustomEnvironmentError(
+            f"{where} has no attribute {attribute!r} and no Brax environment {attribute!r} is registered{hint}"
+        )
     obj = getattr(module, attribute)
     if inspect.isclass(obj) or (callable(obj) and not _is_env_instance(obj)):
         if inspect.isclass(obj) and not issubclass(obj, (_brax_base().Env, _gymnax_base().Environment)):

@@ -21,7 +21,9 @@ def random_action(env: Environment, key: jax.Array) -> jax.Array:
     return jax.random.uniform(key, space.shape, minval=jnp.asarray(space.low), maxval=jnp.asarray(space.high))
 
 
-def random_policy_return(env: Environment, key: jax.Array, num_envs: int, max_steps: int) -> tuple[jax.Array, jax.Array]:
+def random_policy_return(
+    env: Environment, key: jax.Array, num_envs: int, max_steps: int
+) -> tuple[jax.Array, jax.Array]:
     """``(mean return, episodes)``: the first episode of each of ``num_envs`` envs under a uniform-random policy.
 
     Every env runs until its first episode ends, so long episodes count as
@@ -49,8 +51,13 @@ def random_policy_return(env: Environment, key: jax.Array, num_envs: int, max_st
         first_return = jnp.where(ends_now, info["episode_return"].astype(jnp.float32), first_return)
         return state, first_return, jnp.logical_or(finished, ends_now), count + 1, key
 
-    init = (state, jnp.zeros((num_envs,), jnp.float32), jnp.zeros((num_envs,), bool), jnp.zeros((), jnp.int32),
-            jax.random.fold_in(key, 1))
+    init = (
+        state,
+        jnp.zeros((num_envs,), jnp.float32),
+        jnp.zeros((num_envs,), bool),
+        jnp.zeros((), jnp.int32),
+        jax.random.fold_in(key, 1),
+    )
     _, first_return, finished, _, _ = jax.lax.while_loop(unfinished, step, init)
     episodes = jnp.sum(finished)
     mean = jnp.sum(jnp.where(finished, first_return, 0.0)) / jnp.maximum(episodes, 1)

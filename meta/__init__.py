@@ -4,6 +4,7 @@
 nothing of reinforcement learning.
 """
 
+from meta import sharding
 from meta.es import (
     ALGORITHMS,
     FITNESS_SHAPINGS,
@@ -19,7 +20,6 @@ from meta.es import (
     state_from_arrays,
     state_to_arrays,
 )
-from meta import sharding
 from meta.evaluation import evaluate_population, population_size
 
 __all__ = [

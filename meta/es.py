@@ -101,8 +101,7 @@ class ESConfig:
             )
         if self.fitness_shaping not in FITNESS_SHAPINGS:
             raise ValueError(
-                f"unknown fitness_shaping {self.fitness_shaping!r}; "
-                f"valid names: {', '.join(FITNESS_SHAPINGS)}."
+                f"unknown fitness_shaping {self.fitness_shaping!r}; valid names: {', '.join(FITNESS_SHAPINGS)}."
             )
         for name in ("learning_rate", "sigma"):
             if not getattr(self, name) > 0:
@@ -120,9 +119,7 @@ def decay_schedule(init_value: float, decay: float, floor: float) -> optax.Sched
     if decay == 1.0:
         # optax treats end_value as an *upper* bound when decay_rate >= 1.
         return optax.constant_schedule(init_value)
-    return optax.exponential_decay(
-        init_value=init_value, transition_steps=1, decay_rate=decay, end_value=floor
-    )
+    return optax.exponential_decay(init_value=init_value, transition_steps=1, decay_rate=decay, end_value=floor)
 
 
 def _evosax_sign(fitness: jax.Array) -> jax.Array:
@@ -243,21 +240,15 @@ def make_strategy(config: ESConfig, solution_template: PyTree) -> Strategy:
     accepted = _constructor_defaults(cls)
     kwargs: dict[str, Any] = {}
     if "std_schedule" in accepted:
-        kwargs["std_schedule"] = decay_schedule(
-            config.sigma, config.sigma_decay, config.sigma_floor
-        )
+        kwargs["std_schedule"] = decay_schedule(config.sigma, config.sigma_decay, config.sigma_floor)
     if "use_antithetic_sampling" in accepted:
         kwargs["use_antithetic_sampling"] = config.antithetic
     if _is_search_gradient(cls):
-        learning_rate = decay_schedule(
-            config.learning_rate, config.learning_rate_decay, config.learning_rate_floor
-        )
+        learning_rate = decay_schedule(config.learning_rate, config.learning_rate_decay, config.learning_rate_floor)
         kwargs["optimizer"] = optax.adam(learning_rate, b1=config.adam_b1)
         kwargs["fitness_shaping_fn"] = FITNESS_SHAPINGS[config.fitness_shaping]
     try:
-        algorithm = cls(
-            population_size=config.population_size, solution=solution_template, **kwargs
-        )
+        algorithm = cls(population_size=config.population_size, solution=solution_template, **kwargs)
     except AssertionError as error:  # evosax validates with asserts (e.g. Open_ES: even P)
         raise ValueError(f"{config.algorithm}: {error}") from error
     params = algorithm.default_params
@@ -313,9 +304,7 @@ def run_generation(
     key_ask, key_eval, key_tell = jax.random.split(key, 3)
     before = state
     population, state = strategy.ask(key_ask, state)
-    fitness = evaluate_population(
-        fitness_fn, population, key_eval, devices=devices, micro_batch=micro_batch
-    )
+    fitness = evaluate_population(fitness_fn, population, key_eval, devices=devices, micro_batch=micro_batch)
     _, num_nonfinite = sanitize_fitness(fitness)
     sigma = strategy.sigma(state)
     # `tell` gets the raw fitness: it sanitises it itself, and only there can it see that every

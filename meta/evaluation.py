@@ -33,9 +33,7 @@ def population_size(population: PyTree) -> int:
     """Size P of the leading (population) axis shared by every leaf of `population`."""
     sizes = {leaf.shape[0] for leaf in jax.tree.leaves(population)}
     if len(sizes) != 1:
-        raise ValueError(
-            f"every population leaf needs the same leading axis size; got sizes {sorted(sizes)}."
-        )
+        raise ValueError(f"every population leaf needs the same leading axis size; got sizes {sorted(sizes)}.")
     return sizes.pop()
 
 

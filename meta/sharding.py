@@ -70,8 +70,15 @@ class Layout:
     def describe(self) -> dict:
         """The layout as plain values, for ``results.json`` and logs."""
         processes = len({device.process_index for device in self.mesh.devices.flat})
-        return {"kind": "items", "items": self.size, "micro_batch": self.micro_batch, "devices": self.devices,
-                "processes": processes, "micro_batches_per_device": self.per_device, "padded_items": self.padded}
+        return {
+            "kind": "items",
+            "items": self.size,
+            "micro_batch": self.micro_batch,
+            "devices": self.devices,
+            "processes": processes,
+            "micro_batches_per_device": self.per_device,
+            "padded_items": self.padded,
+        }
 
 
 def plan(size: int, micro_batch: int, devices: Sequence[jax.Device] | None = None) -> Layout:
@@ -216,8 +223,9 @@ def map_fn(fn: Callable, in_axes: Sequence[int | None], layout: Layout) -> Calla
     in_axes = tuple(in_axes)
     program = _per_device_program(fn, in_axes, layout.micro_batch)
     specs = tuple(PartitionSpec(BATCH_AXIS) if axis is not None else PartitionSpec() for axis in in_axes)
-    sharded = jax.shard_map(program, mesh=layout.mesh, in_specs=specs, out_specs=PartitionSpec(BATCH_AXIS),
-                            check_vma=False)
+    sharded = jax.shard_map(
+        program, mesh=layout.mesh, in_specs=specs, out_specs=PartitionSpec(BATCH_AXIS), check_vma=False
+    )
 
     def whole(*args):
         return jax.tree.map(lambda x: _unchunk(x, layout), sharded(*args))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from discovery import configs
-from discovery.wandb_logging import MODES
+from discovery.io import configs
+from discovery.runtime.wandb_logging import MODES
 
 OVERWRITE_HELP = "allow writing into an existing, non-empty --out"
 
@@ -29,8 +29,12 @@ def add_run_arguments(
         parser.add_argument("--seeds", type=int, default=seeds_default, help=seeds_help)
         seed_text = f"default: {seed_default}" if seed_default is not None else "default: from the config, else 0"
         parser.add_argument("--seed", type=int, default=seed_default, help=f"base random seed ({seed_text})")
-        parser.add_argument("--total-timesteps", default=None, metavar="N",
-                            help="env steps per learner, e.g. 5e5 (default: from the env's config)")
+        parser.add_argument(
+            "--total-timesteps",
+            default=None,
+            metavar="N",
+            help="env steps per learner, e.g. 5e5 (default: from the env's config)",
+        )
     parser.add_argument("--out", default=None, help=out_help)
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
 

@@ -7,9 +7,8 @@ import inspect
 import jax
 
 import drift_functions
-from discovery.artifacts import ArtifactError, load_artifact
-from discovery.drifts import DISCOVERED_DIR, discovered
-
+from discovery.io.artifacts import ArtifactError, load_artifact
+from discovery.io.drift_registry import DISCOVERED_DIR, discovered
 
 # One line per built-in family; a family registered later is described by its factory's docstring.
 DESCRIPTIONS = {
@@ -69,7 +68,9 @@ def run(args, extra: list[str]) -> int:
     lines = ["Registered families (--drift NAME or NAME:option=value,...):"]
     lines += ["  " + family_line(name) for name in drift_functions.registered()]
     shipped = discovered()
-    lines.append(f"Discovered drifts shipped in {DISCOVERED_DIR.relative_to(DISCOVERED_DIR.parents[1])}/ (--drift STEM):")
+    lines.append(
+        f"Discovered drifts shipped in {DISCOVERED_DIR.relative_to(DISCOVERED_DIR.parents[1])}/ (--drift STEM):"
+    )
     lines += ["  " + discovered_line(stem, path) for stem, path in shipped.items()] or ["  (none yet)"]
     print("\n".join(lines))  # a listing: plain text on stdout, for grep and pipes
     return 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from discovery.drift_plots import panels_for, plot_drift_panels, reference_panels
-from discovery.drifts import resolve_drift, split_drift_list
-from discovery.errors import UserError
-from discovery.evaluate import split_list
-from discovery.progress import status
+from discovery.io.configs import split_list
+from discovery.io.drift_registry import resolve_drift, split_drift_list
+from discovery.reporting.drift_plots import panels_for, plot_drift_panels, reference_panels
+from discovery.runtime.errors import UserError
+from discovery.runtime.progress import status
 
 EXAMPLE = "discovery plot-drift --drift runs/lpo/best_drift.npz,dpo:alpha=1.5 --out drift.png"
 
@@ -19,11 +19,14 @@ def register(subparsers) -> None:
         help="heatmaps of drift(ratio, advantage) and its ratio-derivative for any drift, beside DPO and PPO-clip",
         description="Draw drift(r, Â) and ∂drift/∂r on r ∈ [0.05, 3] × Â ∈ [−3, 3] for each drift (names, NAME:key=value "
         "or artifact paths, comma-separated), on shared axes and colour scales, with DPO(2, 0.6) and PPO-clip for "
-        "reference. Drifts that depend on training progress (TA-LPO) get one panel per --progress value. Example: " + EXAMPLE,
+        "reference. Drifts that depend on training progress (TA-LPO) get one panel per --progress value. Example: "
+        + EXAMPLE,
     )
     parser.add_argument("--drift", required=True, help="drift(s) to draw, comma-separated")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--progress", default="0,0.5,1", help="progress values for progress-dependent drifts (default: 0,0.5,1)")
+    parser.add_argument(
+        "--progress", default="0,0.5,1", help="progress values for progress-dependent drifts (default: 0,0.5,1)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="leave out the DPO(2, 0.6) and PPO-clip panels")
     parser.add_argument("--title", default=None, help="figure title")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

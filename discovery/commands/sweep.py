@@ -8,11 +8,20 @@ from pathlib import Path
 import numpy as np
 
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
-from discovery.errors import UserError
-from discovery.outputs import atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, prepare_run_dir, slug, write_npz
-from discovery.plots import plot_learning_curves
-from discovery.progress import status
-from discovery.sweeps import (
+from discovery.io.outputs import (
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    environment_info,
+    prepare_run_dir,
+    slug,
+    write_npz,
+)
+from discovery.reporting.plots import plot_learning_curves
+from discovery.runtime.errors import UserError
+from discovery.runtime.progress import status
+from discovery.runtime.wandb_logging import WandbRun, preflight
+from discovery.workflows.sweep import (
     SUMMARY_COLUMNS,
     SweepDefinition,
     build_plan,
@@ -24,7 +33,6 @@ from discovery.sweeps import (
     sweep_markdown,
     sweep_rows,
 )
-from discovery.wandb_logging import WandbRun, preflight
 
 EXAMPLE = "discovery sweep --env CartPole-v1 --drift dpo --grid learning_rate=1e-4,3e-4 --grid alpha=1.5,2.0 --seeds 2 --out runs/sweep"
 MAX_CURVES = 12
@@ -41,10 +49,18 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--env", default=None, help="environment (default: the --config's env, else CartPole-v1)")
     parser.add_argument("--drift", default=None, help="drift to sweep with (default: the --config's drift, else ppo)")
-    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a grid axis; repeat for more axes")
-    parser.add_argument("--config", default=None, help="a W&B sweep YAML whose `parameters` give fixed values and grid axes")
-    add_run_arguments(parser, out_help="output directory (default: runs/sweep_<env>_<time>)", seed_default=None,
-                      seeds_help="seeds per grid point (default: the --config's, else 4)")
+    parser.add_argument(
+        "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a grid axis; repeat for more axes"
+    )
+    parser.add_argument(
+        "--config", default=None, help="a W&B sweep YAML whose `parameters` give fixed values and grid axes"
+    )
+    add_run_arguments(
+        parser,
+        out_help="output directory (default: runs/sweep_<env>_<time>)",
+        seed_default=None,
+        seeds_help="seeds per grid point (default: the --config's, else 4)",
+    )
     add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -75,36 +91,78 @@ def run(args, extra: list[str]) -> int:
     plan = build_plan(str(env), str(drift), definition, overrides, seeds, seed)
     preflight(args.wandb)  # before any training: W&B is only used at the end
     if plan.used_family_default:
-        status(f"[yellow]no configs/train/{env}.yaml: using the {Path(plan.spec.source).stem} family defaults ({plan.spec.source})[/yellow]")
-    out = prepare_run_dir(Path(args.out or f"runs/sweep_{slug(str(env))}_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=args.overwrite)
+        status(
+            f"[yellow]no configs/train/{env}.yaml: using the {Path(plan.spec.source).stem} family defaults ({plan.spec.source})[/yellow]"
+        )
+    out = prepare_run_dir(
+        Path(args.out or f"runs/sweep_{slug(str(env))}_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=args.overwrite
+    )
     config = plan.spec.ppo
-    status(f"sweeping [bold]{', '.join(plan.definition.axes)}[/bold] on [bold]{env}[/bold] with {plan.drift.name}: "
-           f"{len(plan.points)} points × {seeds} seeds = {len(plan.points) * seeds} learners × {config.env_steps:,} env steps, "
-           f"one vectorised call → {out}")
+    status(
+        f"sweeping [bold]{', '.join(plan.definition.axes)}[/bold] on [bold]{env}[/bold] with {plan.drift.name}: "
+        f"{len(plan.points)} points × {seeds} seeds = {len(plan.points) * seeds} learners × {config.env_steps:,} env steps, "
+        f"one vectorised call → {out}"
+    )
 
-    run_config = {"env": env, "drift": drift, "axes": {k: [str(v) for v in vs] for k, vs in definition.axes.items()},
-                  "fixed": {k: str(v) for k, v in (definition.fixed | overrides).items()}, "seeds": seeds, "seed": seed,
-                  "train": plan.spec.to_dict(), "source": definition.source}
+    run_config = {
+        "env": env,
+        "drift": drift,
+        "axes": {k: [str(v) for v in vs] for k, vs in definition.axes.items()},
+        "fixed": {k: str(v) for k, v in (definition.fixed | overrides).items()},
+        "seeds": seeds,
+        "seed": seed,
+        "train": plan.spec.to_dict(),
+        "source": definition.source,
+    }
     result = run_sweep(plan)
     rows = sweep_rows(plan, result)
 
     header = ["point"] + plan.columns + SUMMARY_COLUMNS
     files = [atomic_write_csv(out / "results.csv", header, [[row[c] for c in header] for row in rows])]
-    files.append(atomic_write_json(out / "results.json", {
-        "config": run_config, "points": plan.points, "columns": plan.columns, "rows": rows,
-        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "environment": environment_info()}))
+    files.append(
+        atomic_write_json(
+            out / "results.json",
+            {
+                "config": run_config,
+                "points": plan.points,
+                "columns": plan.columns,
+                "rows": rows,
+                "compile_seconds": result.compile_seconds,
+                "run_seconds": result.run_seconds,
+                "environment": environment_info(),
+            },
+        )
+    )
     markdown = sweep_markdown(plan, rows, result)
     files.append(atomic_write_text(out / "results.md", markdown))
-    files.append(write_npz(out / "metrics.npz", {"final_returns": result.final_returns, "env_steps": result.env_steps, **result.metrics},
-                           compressed=True))
+    files.append(
+        write_npz(
+            out / "metrics.npz",
+            {"final_returns": result.final_returns, "env_steps": result.env_steps, **result.metrics},
+            compressed=True,
+        )
+    )
     for column in sensitivity_columns(plan):
         files.append(plot_sensitivity(plan, result, column, out / f"sensitivity_{slug(column)}.png"))
     if len(plan.points) <= MAX_CURVES:
-        curves = {", ".join(f"{c}={_short(row[c])}" for c in plan.columns): result.metrics["episode_return"][i] for i, row in enumerate(rows)}
-        files.append(plot_learning_curves(curves, result.env_steps, out / "curves.png", title=f"{env} sweep ({seeds} seeds)"))
+        curves = {
+            ", ".join(f"{c}={_short(row[c])}" for c in plan.columns): result.metrics["episode_return"][i]
+            for i, row in enumerate(rows)
+        }
+        files.append(
+            plot_learning_curves(curves, result.env_steps, out / "curves.png", title=f"{env} sweep ({seeds} seeds)")
+        )
 
-    wandb_run = WandbRun(args.wandb, out, project=args.wandb_project, entity=args.wandb_entity, group=args.wandb_group or f"sweep/{env}",
-                         name=f"sweep/{env}/{'x'.join(plan.definition.axes)}", config=run_config, job_type="sweep")
+    wandb_run = WandbRun(
+        args.wandb,
+        out,
+        project=args.wandb_project,
+        entity=args.wandb_entity,
+        group=args.wandb_group or f"sweep/{env}",
+        name=f"sweep/{env}/{'x'.join(plan.definition.axes)}",
+        config=run_config,
+        job_type="sweep",
+    )
     if wandb_run.run is not None:
         wandb_run.log_table("sweep", header, [[row[c] for c in header] for row in rows])
         for path in files:
@@ -115,7 +173,9 @@ def run(args, extra: list[str]) -> int:
         wandb_run.finish()
 
     status(markdown.rstrip())
-    status(f"wrote {out}/results.csv, results.json, results.md, metrics.npz and {sum(p.suffix == '.png' for p in files)} plots")
+    status(
+        f"wrote {out}/results.csv, results.json, results.md, metrics.npz and {sum(p.suffix == '.png' for p in files)} plots"
+    )
     return 0
 
 

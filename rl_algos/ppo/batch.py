@@ -9,7 +9,8 @@ to spread the batch axis.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 from flax import struct

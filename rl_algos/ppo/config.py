@@ -20,6 +20,8 @@ _HPARAM = {"hparam": True}
 def _hparam(default: float):
     """A real-valued :class:`PPOConfig` field that is also an :class:`HParams` array (so sweeps can vmap it)."""
     return dataclasses.field(default=default, metadata=_HPARAM)
+
+
 CONTINUOUS_DISTRIBUTIONS = ("gaussian", "tanh_gaussian")
 
 
@@ -76,9 +78,16 @@ class PPOConfig:
         """Environment steps actually taken (``total_timesteps`` rounded down to whole updates)."""
         return self.num_updates * self.batch_size
 
-    def validate(self) -> "PPOConfig":
+    def validate(self) -> PPOConfig:
         """Raise ``ValueError`` with one readable line for any inconsistent value."""
-        positive_ints = ("total_timesteps", "num_envs", "num_steps", "rollouts_per_update", "update_epochs", "num_minibatches")
+        positive_ints = (
+            "total_timesteps",
+            "num_envs",
+            "num_steps",
+            "rollouts_per_update",
+            "update_epochs",
+            "num_minibatches",
+        )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -120,7 +129,7 @@ class PPOConfig:
 
 class _HParamsMethods:
     @classmethod
-    def from_config(cls, config: PPOConfig) -> "HParams":
+    def from_config(cls, config: PPOConfig) -> HParams:
         return cls(**{name: jnp.asarray(getattr(config, name), jnp.float32) for name in cls.names()})
 
     @classmethod

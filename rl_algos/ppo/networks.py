@@ -7,7 +7,7 @@ and entropies are plain functions of arrays that tests can reach.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -37,8 +37,12 @@ class MLP(nn.Module):
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
-        return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.head_scale), bias_init=nn.initializers.zeros)(x)
+            x = act(
+                nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x)
+            )
+        return nn.Dense(
+            self.out_dim, kernel_init=nn.initializers.orthogonal(self.head_scale), bias_init=nn.initializers.zeros
+        )(x)
 
 
 class Actor(nn.Module):

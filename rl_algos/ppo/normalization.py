@@ -17,7 +17,7 @@ class RunningStats:
     count: jax.Array
 
     @classmethod
-    def create(cls, shape: tuple[int, ...]) -> "RunningStats":
+    def create(cls, shape: tuple[int, ...]) -> RunningStats:
         return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.zeros((), jnp.float32))
 
 

@@ -25,7 +25,9 @@ class Policy:
         self.action_space = env.action_space
         self.distribution = "categorical" if self.discrete else config.continuous_distribution
         action_dim = env.action_space.num_actions if self.discrete else env.action_space.shape[0]
-        self.actor = Actor(config.actor_hidden, action_dim, self.discrete, config.activation, config.continuous_distribution)
+        self.actor = Actor(
+            config.actor_hidden, action_dim, self.discrete, config.activation, config.continuous_distribution
+        )
         self.critic = Critic(config.critic_hidden, config.activation)
         self.obs_shape = env.observation_shape
 

@@ -9,7 +9,8 @@ over drift parameters (an ES population) and over :class:`HParams` (sweeps).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -89,8 +90,9 @@ def ppo_loss(
     mapped axis (advantages are normalised over the whole minibatch).
     """
     log_prob, entropy = policy.log_prob_entropy(params, batch.obs, batch.action)
-    advantage = (losses.normalize_advantages(batch.advantage, axis_name=axis_name) if normalize_advantages
-                 else batch.advantage)
+    advantage = (
+        losses.normalize_advantages(batch.advantage, axis_name=axis_name) if normalize_advantages else batch.advantage
+    )
     policy_loss, aux = losses.drift_policy_loss(drift_fn, log_prob, batch.log_prob, advantage, progress)
     value_loss = losses.value_loss(policy.value(params, batch.obs), batch.target)
     entropy = entropy.mean()
@@ -253,8 +255,10 @@ def make_train(
     config.validate()
     axis_name, shards = env_axis if env_axis is not None else (None, 1)
     if config.num_envs % shards or config.minibatch_size % shards:
-        raise ValueError(f"cannot split a learner over {shards} devices: num_envs {config.num_envs} and the minibatch of "
-                         f"{config.minibatch_size} transitions must both divide by {shards}")
+        raise ValueError(
+            f"cannot split a learner over {shards} devices: num_envs {config.num_envs} and the minibatch of "
+            f"{config.minibatch_size} transitions must both divide by {shards}"
+        )
     num_envs = config.num_envs // shards  # envs of this device
     policy = Policy(config, env)
     num_updates = config.num_updates
@@ -324,9 +328,18 @@ def make_train(
             lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
             key, key_epochs = jax.random.split(state.key)
             params, opt_state, aux = sgd_epochs(
-                state.params, state.opt_state, batch, key_epochs,
-                config=config, policy=policy, optimizer=optimizer, drift_fn=drift_fn,
-                hparams=hparams, learning_rate=lr, progress=progress, axis_name=axis_name,
+                state.params,
+                state.opt_state,
+                batch,
+                key_epochs,
+                config=config,
+                policy=policy,
+                optimizer=optimizer,
+                drift_fn=drift_fn,
+                hparams=hparams,
+                learning_rate=lr,
+                progress=progress,
+                axis_name=axis_name,
             )
             obs_stats = update_stats(state.obs_stats, raw_obs, axis_name) if config.normalize_obs else state.obs_stats
             state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)

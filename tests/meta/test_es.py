@@ -49,7 +49,7 @@ def noisy_fitness(key, member):
     return toy_fitness(key, member) + 0.01 * jax.random.normal(key)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_strategy(config, template_name="drift"):
     """One strategy per (config, template) for the whole module: evosax jit-compiles
     per algorithm instance, so sharing instances keeps this file fast."""
@@ -106,9 +106,21 @@ KNOWN_NOT_IMPROVING = {
     "Rm_ES": "hardly moves its mean in 15 generations",
 }
 ALGORITHM_CASES = [
-    pytest.param(name, marks=() if name in NAMED_ALGORITHMS else (
-        pytest.mark.slow, *([pytest.mark.xfail(strict=True, reason=KNOWN_NOT_IMPROVING[name])] if name in KNOWN_NOT_IMPROVING else [])))
-    for name in meta.es.ALGORITHMS if name != "Open_ES"  # Open_ES: test_open_es_converges_on_toy_objective
+    pytest.param(
+        name,
+        marks=()
+        if name in NAMED_ALGORITHMS
+        else (
+            pytest.mark.slow,
+            *(
+                [pytest.mark.xfail(strict=True, reason=KNOWN_NOT_IMPROVING[name])]
+                if name in KNOWN_NOT_IMPROVING
+                else []
+            ),
+        ),
+    )
+    for name in meta.es.ALGORITHMS
+    if name != "Open_ES"  # Open_ES: test_open_es_converges_on_toy_objective
 ]
 
 
@@ -328,9 +340,7 @@ def test_sharded_over_3_and_4_devices_equals_1_device(tmp_path):
 # --- checkpoints --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "algorithm, template_name", [("Open_ES", "drift"), ("CMA_ES", "small")]
-)
+@pytest.mark.parametrize("algorithm, template_name", [("Open_ES", "drift"), ("CMA_ES", "small")])
 def test_state_round_trip_continues_identically(algorithm, template_name, tmp_path):
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), template_name)
     fitness_fn = noisy_fitness if template_name == "drift" else small_fitness
@@ -366,3 +376,45 @@ def test_plan_cuts_a_batch_into_fixed_micro_batches():
         sharding.plan(4, 0)
     with pytest.raises(ValueError, match="at least one item"):
         sharding.plan(0, 4)
+
+
+def _toy_strategy():
+    import meta
+
+    template = {"w": jnp.zeros((3,), jnp.float32)}
+    strategy = meta.make_strategy(meta.ESConfig(population_size=4, learning_rate=0.1, sigma=0.1), template)
+    return strategy, strategy.init(jax.random.key(0), template)
+
+
+def test_an_all_failed_generation_changes_nothing_through_run_generation():
+    import meta
+
+    strategy, state = _toy_strategy()
+    good = lambda key, member: -jnp.sum((member["w"] - 1.0) ** 2)  # noqa: E731
+    state, _ = meta.run_generation(strategy, state, jax.random.key(1), good)  # a finite best to keep
+    before = meta.state_to_arrays(state)
+    best_before = strategy.best(state)
+    state, stats = meta.run_generation(strategy, state, jax.random.key(2), lambda key, member: jnp.nan)
+    assert int(stats.num_nonfinite) == 4
+    after = meta.state_to_arrays(state)
+    assert set(after) == set(before)
+    for name in before:  # the mean, σ, Adam's moments, the generation counter behind the schedules, the best
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    np.testing.assert_array_equal(strategy.best(state)[0]["w"], best_before[0]["w"])
+    assert float(stats.best_fitness) == float(best_before[1]) and np.isfinite(float(stats.best_fitness))
+    # and the run goes on from there: the next finite generation moves the mean again
+    moved, _ = meta.run_generation(strategy, state, jax.random.key(3), good)
+    assert not np.array_equal(np.asarray(strategy.mean(moved)["w"]), np.asarray(strategy.mean(state)["w"]))
+
+
+def test_a_partly_failed_generation_still_learns_and_never_makes_a_failed_member_best():
+    import meta
+
+    strategy, state = _toy_strategy()
+    flaky = lambda key, member: jnp.where(member["w"][0] > 0, jnp.inf, -jnp.sum((member["w"] - 1.0) ** 2))  # noqa: E731
+    start = np.asarray(strategy.mean(state)["w"]).copy()
+    state, stats = meta.run_generation(strategy, state, jax.random.key(1), flaky)
+    assert 0 < int(stats.num_nonfinite) < 4
+    assert not np.array_equal(np.asarray(strategy.mean(state)["w"]), start)
+    best, value = strategy.best(state)
+    assert np.asarray(best["w"])[0] <= 0 and np.isfinite(float(value))

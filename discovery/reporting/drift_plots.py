@@ -1,0 +1,110 @@
+"""Heatmaps of drift(r, Â) and ∂drift/∂r for several drifts on shared axes and colour scales.
+
+One figure, two rows of panels (values on top, r-derivatives below), one
+column per drift. Every value panel shares one colour scale (0 to the 99th
+percentile of all values, so a single large corner does not wash out the
+rest; the colour bar is marked as extended), and every derivative panel
+shares one symmetric scale around 0. The derivative is exact: ``jax.grad`` of
+the drift in ``r``, ``vmap``-ed over the grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.colors import Normalize, TwoSlopeNorm
+
+from discovery.io.drift_registry import ResolvedDrift, resolve_drift
+from discovery.reporting.drift_grid import ADVANTAGE_RANGE, RATIO_RANGE, depends_on_progress
+from discovery.reporting.plots import plt, save_figure  # pyplot on the headless backend
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    label: str
+    resolved: ResolvedDrift
+    progress: float = 0.0
+
+
+def drift_and_slope(
+    resolved: ResolvedDrift, ratio: np.ndarray, advantage: np.ndarray, progress: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``drift(r, Â, p)`` and ``∂drift/∂r`` on arrays of the same shape."""
+
+    def value(r, a):
+        return resolved.drift.apply(resolved.params, r, a, jnp.float32(progress))
+
+    slope = jax.vmap(jax.grad(value))
+    r = jnp.asarray(ratio, jnp.float32).reshape(-1)
+    a = jnp.asarray(advantage, jnp.float32).reshape(-1)
+    over_grid = jax.vmap(value)  # a grid of drift values, not learners
+    values = jax.jit(over_grid)(r, a)
+    slopes = jax.jit(slope)(r, a)
+    return np.asarray(values).reshape(ratio.shape), np.asarray(slopes).reshape(ratio.shape)
+
+
+def reference_panels() -> list[Panel]:
+    """DPO(2, 0.6) and PPO-clip (ε = 0.2), drawn beside every drift for comparison."""
+    return [
+        Panel("DPO (α=2, β=0.6)", resolve_drift("dpo:alpha=2.0,beta=0.6")),
+        Panel("PPO-clip (ε=0.2)", resolve_drift("ppo_clip:epsilon=0.2")),
+    ]
+
+
+def panels_for(resolved: ResolvedDrift, label: str | None = None, progress_values=(0.0, 0.5, 1.0)) -> list[Panel]:
+    """One panel, or one per progress value when the drift depends on training progress (TA-LPO)."""
+    label = label or resolved.label
+    if depends_on_progress(resolved):
+        return [Panel(f"{label} (p={p:g})", resolved, float(p)) for p in progress_values]
+    return [Panel(label, resolved)]
+
+
+def plot_drift_panels(
+    panels: list[Panel],
+    path: str | Path,
+    title: str | None = None,
+    num_ratio: int = 150,
+    num_advantage: int = 121,
+    percentile: float = 99.0,
+) -> Path:
+    """Draw ``panels`` (module docstring) and write a PNG to ``path``."""
+    ratios = np.linspace(*RATIO_RANGE, num_ratio)
+    advantages = np.linspace(*ADVANTAGE_RANGE, num_advantage)
+    grid_r, grid_a = np.meshgrid(ratios, advantages)  # rows: advantage (y), columns: ratio (x)
+    computed = [drift_and_slope(p.resolved, grid_r, grid_a, p.progress) for p in panels]
+    all_values = np.concatenate([v[np.isfinite(v)].ravel() for v, _ in computed])
+    all_slopes = np.concatenate([np.abs(s[np.isfinite(s)]).ravel() for _, s in computed])
+    vmax = float(np.percentile(all_values, percentile)) if all_values.size else 1.0
+    smax = float(np.percentile(all_slopes, percentile)) if all_slopes.size else 1.0
+    vmax, smax = max(vmax, 1e-6), max(smax, 1e-6)
+    value_norm = Normalize(0.0, vmax)
+    slope_norm = TwoSlopeNorm(0.0, -smax, smax)
+
+    columns = len(panels)
+    fig, axes = plt.subplots(2, columns, figsize=(2.7 * columns + 1.2, 5.6), sharex=True, sharey=True, squeeze=False)
+    extent = (ratios[0], ratios[-1], advantages[0], advantages[-1])
+    images: list[Any] = [None, None]
+    for column, (panel, (values, slopes)) in enumerate(zip(panels, computed)):
+        for row, (data, norm, cmap) in enumerate(((values, value_norm, "viridis"), (slopes, slope_norm, "RdBu_r"))):
+            ax = axes[row, column]
+            images[row] = ax.imshow(
+                data, origin="lower", extent=extent, aspect="auto", norm=norm, cmap=cmap, interpolation="nearest"
+            )
+            ax.axvline(1.0, color="white" if row == 0 else "black", linewidth=0.6, linestyle="--", alpha=0.7)
+            ax.axhline(0.0, color="white" if row == 0 else "black", linewidth=0.6, linestyle=":", alpha=0.7)
+            if row == 0:
+                ax.set_title(panel.label, fontsize=9)
+            if row == 1:
+                ax.set_xlabel("ratio r")
+            if column == 0:
+                ax.set_ylabel(("drift(r, Â)" if row == 0 else "∂drift/∂r") + "\nadvantage Â")
+    fig.colorbar(images[0], ax=axes[0, :].tolist(), extend="max", fraction=0.025, pad=0.01, label="drift")
+    fig.colorbar(images[1], ax=axes[1, :].tolist(), extend="both", fraction=0.025, pad=0.01, label="∂drift/∂r")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)

@@ -1,0 +1,553 @@
+"""Distil a (learned) drift into closed forms by least squares.
+
+Samples ``(r, Â, p)``, targets ``d = drift(r, Â, p)``:
+
+* **grid**: ``r`` in ``[0.05, 3]`` × ``Â`` in ``[−3, 3]`` (dense, uniform), at every
+  progress value in ``progress`` when the drift depends on progress (TA-LPO),
+  else at ``p = 0`` only. Fitting a progress-free closed form to the stacked
+  progress values fits the drift *averaged over training progress*.
+* **rollout** (optional, ``--env``): the ``(r, Â, p)`` the drift actually sees
+  when a learner trains with it: :func:`record_rollout_samples` runs one short
+  training (one seed) whose drift records its inputs through
+  ``jax.debug.callback`` and keeps a random subset. ``Â`` is the
+  minibatch-normalised advantage the drift receives.
+
+Each sample set gets equal total weight in the objective
+``Σ w (f(r, Â) − d)²`` (so a dense grid does not drown the rollout samples).
+Every family is fitted from several initialisations at once (``vmap``) with
+Adam on unconstrained parameters (``log α``, ``log β``, polynomial
+coefficients), and the best fit is kept. Reported per family: weighted R²
+and RMSE on all samples, and R² and max |error| on each sample set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import drift_functions
+from discovery.io import configs
+from discovery.io.artifacts import ArtifactError, load_artifact, save_artifact
+from discovery.io.configs import TrainSpec, split_list
+from discovery.io.drift_registry import ResolvedDrift, resolve_drift
+from discovery.io.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
+from discovery.reporting.drift_grid import depends_on_progress, drift_values, grid_points
+from discovery.reporting.drift_plots import Panel, panels_for, plot_drift_panels, reference_panels
+from discovery.runtime.errors import UserError
+from discovery.runtime.learners import compile_learners
+from discovery.runtime.progress import status
+from discovery.workflows.evaluate import WandbOptions, env_tasks, run_evaluation
+from drift_functions.polynomial import NUM_TERMS, poly_terms
+from rl_algos.ppo import SEEDS
+
+DEFAULT_PROGRESS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclasses.dataclass
+class Samples:
+    """``[N]`` arrays of drift inputs, targets and weights, with the set each sample came from."""
+
+    ratio: np.ndarray
+    advantage: np.ndarray
+    progress: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    source: np.ndarray  # str per sample: "grid" or "rollout"
+
+    def subset(self, name: str) -> Samples:
+        mask = self.source == name
+        return Samples(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+    @property
+    def sources(self) -> list[str]:
+        return list(dict.fromkeys(self.source.tolist()))
+
+
+def grid_samples(
+    resolved: ResolvedDrift, progress_values=DEFAULT_PROGRESS, num_ratio: int = 120, num_advantage: int = 61
+) -> Samples:
+    """The dense grid, stacked over ``progress_values`` if the drift depends on progress."""
+    ratio, advantage = grid_points(num_ratio, num_advantage)
+    values = list(progress_values) if depends_on_progress(resolved) else [0.0]
+    ratio_all = np.tile(ratio, len(values))
+    advantage_all = np.tile(advantage, len(values))
+    progress_all = np.repeat(np.asarray(values, np.float32), ratio.size)
+    target = drift_values(resolved, ratio_all, advantage_all, progress_all)
+    n = ratio_all.size
+    return Samples(ratio_all, advantage_all, progress_all, target, np.full(n, 1.0 / n), np.full(n, "grid"))
+
+
+def record_rollout_samples(
+    spec: TrainSpec, resolved: ResolvedDrift, max_samples: int = 20_000, seed: int = 0
+) -> Samples:
+    """Train one seed of ``spec`` with ``resolved`` and record up to ``max_samples`` drift inputs.
+
+    The drift is wrapped so that every call (one per minibatch) sends its
+    ``(r, Â, p)`` to the host with ``jax.debug.callback``; each call keeps a
+    random share, so memory stays bounded on big batches. Returns targets
+    from the unwrapped drift.
+    """
+    config = spec.ppo
+    calls = config.num_updates * config.update_epochs * config.num_minibatches
+    per_call = max(1, math.ceil(2 * max_samples / max(calls, 1)))
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+
+    def record(ratio, advantage, progress):
+        ratio = np.asarray(ratio).reshape(-1)
+        advantage = np.asarray(advantage).reshape(-1)
+        progress = np.broadcast_to(np.asarray(progress, np.float32), ratio.shape)
+        take = rng.choice(ratio.size, size=min(per_call, ratio.size), replace=False)
+        kept.append(np.stack([ratio[take], advantage[take], progress[take]], axis=1))
+
+    inner = resolved.drift
+
+    def apply(params, ratio, advantage, progress, log_ratio=None):
+        jax.debug.callback(record, ratio, advantage, progress)
+        return inner.apply(params, ratio, advantage, progress, log_ratio=log_ratio)
+
+    recording = drift_functions.Drift(inner.name, dict(inner.options), inner.init, apply)
+    keys = jax.random.PRNGKey(seed)[None]  # one learner, through the one batch path
+    compiled = compile_learners(config, spec.make_env(), recording, keys, resolved.params, None, SEEDS)
+    jax.block_until_ready(compiled(keys, resolved.params, None))
+    if not kept:
+        raise RuntimeError("the recording run made no drift calls")
+    data = np.concatenate(kept).astype(np.float32)
+    data = data[np.all(np.isfinite(data), axis=1)]
+    if data.shape[0] > max_samples:
+        data = data[rng.choice(data.shape[0], size=max_samples, replace=False)]
+    ratio, advantage, progress = data.T
+    target = drift_values(resolved, ratio, advantage, progress)
+    n = ratio.size
+    return Samples(ratio, advantage, progress, target, np.full(n, 1.0 / n), np.full(n, "rollout"))
+
+
+def combine(*sets: Samples) -> Samples:
+    """Concatenate sample sets, each normalised to total weight ``1 / len(sets)``."""
+    sets = [s for s in sets if s is not None and s.ratio.size]
+    parts = {f.name: [] for f in dataclasses.fields(Samples)}
+    for s in sets:
+        for f in dataclasses.fields(Samples):
+            value = getattr(s, f.name)
+            parts[f.name].append(value / value.sum() / len(sets) if f.name == "weight" else value)
+    return Samples(*(np.concatenate(parts[f.name]) for f in dataclasses.fields(Samples)))
+
+
+# ---- closed-form families to fit ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A closed form with unconstrained coordinates ``z`` for the optimiser."""
+
+    name: str
+    size: int
+    to_params: Callable[[jax.Array], dict]
+    from_params: Callable[[dict], np.ndarray]
+    make: Callable[[dict], drift_functions.Drift]  # fitted params -> drift with matching options
+    base_inits: tuple[tuple[float, ...], ...]
+    # per-coordinate scales so that the optimiser sees O(1) effects (z_opt = z / scale); ones if None
+    coordinate_scales: Callable[[Samples], np.ndarray] | None = None
+
+
+LOG_SCALE_BOUNDS = (-9.0, 9.0)  # α, β in [1.2e-4, 8.1e3]: a fit never rounds to 0 (which DPO rejects)
+
+
+def _positive(z):
+    return jnp.exp(jnp.clip(z, *LOG_SCALE_BOUNDS))
+
+
+def _dpo_to_params(z):
+    return {"alpha": _positive(z[0]), "beta": _positive(z[1])}
+
+
+def _poly_to_params(z):
+    return {"alpha": _positive(z[0]), "beta": _positive(z[1]), "pos": z[2 : 2 + NUM_TERMS], "neg": z[2 + NUM_TERMS :]}
+
+
+def _poly_scales(samples: Samples) -> np.ndarray:
+    """1 / weighted RMS of each polynomial term on the samples: a coefficient step of 1 moves the fit by O(1)."""
+    terms = np.asarray(poly_terms(jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)), np.float64)
+    weight = samples.weight / samples.weight.sum()
+    rms = np.sqrt(np.sum(weight[:, None] * terms**2, axis=0)) + 1e-8
+    return np.concatenate([[1.0, 1.0], 1.0 / rms, 1.0 / rms])
+
+
+def _scalar(params, key) -> float:
+    return float(np.asarray(params[key]))
+
+
+FAMILIES: dict[str, Family] = {
+    "dpo": Family(
+        "dpo",
+        2,
+        _dpo_to_params,
+        lambda p: np.log([_scalar(p, "alpha"), _scalar(p, "beta")]),
+        lambda p: drift_functions.make("dpo", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
+        tuple((math.log(a), math.log(b)) for a in (0.5, 2.0, 8.0) for b in (0.2, 0.6, 2.0)),
+    ),
+    "dpo_poly": Family(
+        "dpo_poly",
+        2 + 2 * NUM_TERMS,
+        _poly_to_params,
+        lambda p: np.concatenate(
+            [np.log([_scalar(p, "alpha"), _scalar(p, "beta")]), np.asarray(p["pos"]), np.asarray(p["neg"])]
+        ),
+        lambda p: drift_functions.make("dpo_poly", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
+        tuple((math.log(a), math.log(b)) + (0.0,) * (2 * NUM_TERMS) for a, b in ((2.0, 0.6), (0.5, 0.2), (8.0, 2.0))),
+        _poly_scales,
+    ),
+}
+
+
+@dataclasses.dataclass
+class Fit:
+    family: str
+    drift: drift_functions.Drift
+    params: dict
+    metrics: dict[str, Any]
+
+
+def _weighted_r2(pred, target, weight) -> float:
+    weight = weight / weight.sum()
+    mean = np.sum(weight * target)
+    total = np.sum(weight * (target - mean) ** 2)
+    residual = np.sum(weight * (pred - target) ** 2)
+    return float(1.0 - residual / total) if total > 0 else (1.0 if residual == 0 else float("-inf"))
+
+
+def fit_metrics(drift: drift_functions.Drift, params, samples: Samples) -> dict[str, Any]:
+    pred = np.asarray(
+        jax.jit(drift.apply)(
+            params, jnp.asarray(samples.ratio), jnp.asarray(samples.advantage), jnp.asarray(samples.progress)
+        )
+    )
+    error = pred - samples.target
+    metrics: dict[str, Any] = {
+        "r2": _weighted_r2(pred, samples.target, samples.weight),
+        "rmse": float(np.sqrt(np.sum(samples.weight * error**2) / samples.weight.sum())),
+        "max_abs_error": float(np.max(np.abs(error))),
+    }
+    for name in samples.sources:
+        mask = samples.source == name
+        metrics[f"r2_{name}"] = _weighted_r2(pred[mask], samples.target[mask], np.ones(mask.sum()))
+        metrics[f"max_abs_error_{name}"] = float(np.max(np.abs(error[mask])))
+        metrics[f"n_{name}"] = int(mask.sum())
+    return metrics
+
+
+def fit_family(family: Family, samples: Samples, extra_inits=(), steps: int = 3000, learning_rate: float = 0.05) -> Fit:
+    """Weighted least squares of ``family`` to ``samples`` from every init at once.
+
+    Each run keeps the lowest-loss point it visited (its start included), and
+    the best run wins: a fit is never worse than any of its initialisations
+    (so ``dpo_poly``, started from the DPO fit, is never worse than DPO).
+    """
+    scales = (
+        np.ones(family.size)
+        if family.coordinate_scales is None
+        else np.asarray(family.coordinate_scales(samples), np.float64)
+    )
+    raw_inits = np.asarray(list(family.base_inits) + [np.asarray(z, np.float64) for z in extra_inits], np.float64)
+    inits = jnp.asarray(raw_inits / scales, jnp.float32)
+    scales_j = jnp.asarray(scales, jnp.float32)
+    drift = drift_functions.make(family.name)
+    ratio, advantage = jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)
+    progress = jnp.asarray(samples.progress)
+    target, weight = jnp.asarray(samples.target), jnp.asarray(samples.weight / samples.weight.sum())
+
+    def loss(z):
+        pred = drift.apply(family.to_params(z * scales_j), ratio, advantage, progress)
+        return jnp.sum(weight * (pred - target) ** 2)
+
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
+
+    def run(z0):
+        def step(carry, _):
+            z, state, best_z, best_loss = carry
+            value, grad = jax.value_and_grad(loss)(z)
+            better = jnp.isfinite(value) & (value < best_loss)
+            best_z = jnp.where(better, z, best_z)
+            best_loss = jnp.where(better, value, best_loss)
+            updates, state = optimizer.update(grad, state, z)
+            return (optax.apply_updates(z, updates), state, best_z, best_loss), None
+
+        carry = (z0, optimizer.init(z0), z0, jnp.asarray(jnp.inf, jnp.float32))
+        (z, _, best_z, best_loss), _ = jax.lax.scan(step, carry, None, steps)
+        final = loss(z)
+        better = jnp.isfinite(final) & (final < best_loss)
+        return jnp.where(better, z, best_z), jnp.where(better, final, best_loss)
+
+    fit_every_init = jax.vmap(run)  # the closed-form fits from every initialisation at once
+    zs, losses = jax.jit(fit_every_init)(inits)
+    losses = np.where(np.isfinite(np.asarray(losses)), np.asarray(losses), np.inf)
+    best = int(np.argmin(losses))
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), family.to_params(zs[best] * scales_j))
+    fitted = family.make(params)
+    metrics = fit_metrics(fitted, params, samples)
+    metrics["loss"] = float(losses[best])
+    metrics["inits"] = int(len(raw_inits))
+    return Fit(family.name, fitted, params, metrics)
+
+
+def distill(samples: Samples, families: list[str]) -> list[Fit]:
+    """Fit each family in ``families`` (``dpo`` first; ``dpo_poly`` also starts from the DPO fit)."""
+    fits: list[Fit] = []
+    for name in families:
+        family = FAMILIES[name]
+        extra = []
+        if name == "dpo_poly":
+            extra = [
+                FAMILIES["dpo_poly"].from_params({**f.params, "pos": np.zeros(NUM_TERMS), "neg": np.zeros(NUM_TERMS)})
+                for f in fits
+                if f.family == "dpo"
+            ]
+        fits.append(fit_family(family, samples, extra_inits=extra))
+    return fits
+
+
+def describe_params(params: dict) -> str:
+    parts = []
+    for key in sorted(params):
+        value = np.asarray(params[key])
+        parts.append(
+            f"{key}={value.item():.4g}"
+            if value.size == 1
+            else f"{key}=[{', '.join(f'{v:.3g}' for v in value.reshape(-1))}]"
+        )
+    return ", ".join(parts)
+
+
+def _training_env(requested: str | None, metadata: dict) -> str | None:
+    """The env to check fits on: ``--env``, else the one the drift artifact records."""
+    if requested:
+        return requested
+    env = metadata.get("env")
+    if isinstance(env, str):
+        return env
+    envs = metadata.get("envs")
+    if isinstance(envs, (list, tuple)) and envs and isinstance(envs[0], str):
+        return envs[0]
+    return None
+
+
+# ---- the `discovery distill` workflow ----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillRequest:
+    """What `discovery distill` asks for (its parsed arguments)."""
+
+    check: Any = None
+    check_seeds: Any = None
+    drift: Any = None
+    env: Any = None
+    families: Any = None
+    max_samples: Any = None
+    out: Any = None
+    overwrite: Any = None
+    progress: Any = None
+    rollout_steps: Any = None
+    seed: Any = None
+    total_timesteps: Any = None
+    wandb: Any = None
+    wandb_entity: Any = None
+    wandb_group: Any = None
+    wandb_project: Any = None
+    overrides: Any = None
+
+
+def distill_drift(request: DistillRequest) -> int:
+    """Run `discovery distill` for ``request``; a user error raises :class:`UserError`."""
+    if request.total_timesteps is not None:
+        request.overrides["total_timesteps"] = (
+            int(request.total_timesteps) if float(request.total_timesteps).is_integer() else request.total_timesteps
+        )
+    families = list(dict.fromkeys(["dpo"] + split_list(request.families)))
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise UserError(f"unknown closed-form family {', '.join(unknown)}; valid: {', '.join(FAMILIES)}")
+    try:
+        progress_values = [float(p) for p in split_list(request.progress)]
+    except ValueError:
+        raise UserError(f"--progress must be comma-separated numbers in [0, 1], got {request.progress!r}") from None
+    if not progress_values or any(not 0.0 <= p <= 1.0 for p in progress_values):
+        raise UserError(f"--progress must be comma-separated numbers in [0, 1], got {request.progress!r}")
+    if request.max_samples < 1 or request.rollout_steps < 1:
+        raise UserError("--max-samples and --rollout-steps must be positive")
+
+    learned = resolve_drift(request.drift)
+    metadata = {}
+    if Path(learned.source).is_file():
+        try:
+            metadata = load_artifact(learned.source)[2]
+        except ArtifactError:
+            metadata = {}
+    env = _training_env(request.env, metadata)
+    if request.check and env is None:
+        raise UserError("--check needs the training env: pass --env (the drift does not record one)")
+    spec = None
+    if env is not None:
+        spec, fallback = configs.load_train_spec(env, request.overrides)
+        if fallback:
+            status(
+                f"[yellow]no configs/train/{env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]"
+            )
+    out = prepare_run_dir(
+        Path(request.out or f"runs/distill_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=request.overwrite
+    )
+
+    status(f"distilling [bold]{learned.label}[/bold] ({learned.drift.spec}) into {', '.join(families)} → {out}")
+    grid = grid_samples(learned, progress_values)
+    rollout = None
+    if request.env is not None:
+        rollout_steps = min(int(request.rollout_steps), spec.ppo.total_timesteps)
+        rollout_spec, _ = configs.load_train_spec(env, request.overrides | {"total_timesteps": rollout_steps})
+        status(f"recording (ratio, advantage) samples: one seed on {env} for {rollout_spec.ppo.env_steps:,} env steps…")
+        rollout = record_rollout_samples(rollout_spec, learned, max_samples=request.max_samples, seed=request.seed)
+        status(
+            f"  kept {rollout.ratio.size:,} samples; ratio 1–99% range [{np.percentile(rollout.ratio, 1):.3f}, "
+            f"{np.percentile(rollout.ratio, 99):.3f}], advantage [{np.percentile(rollout.advantage, 1):.2f}, "
+            f"{np.percentile(rollout.advantage, 99):.2f}]"
+        )
+    samples = combine(grid, rollout)
+    fits = distill(samples, families)
+
+    report = {
+        "drift": {
+            "source": learned.source,
+            "label": learned.label,
+            "family": learned.drift.name,
+            "options": learned.drift.options,
+        },
+        "samples": {
+            "grid": {
+                "ratio": [0.05, 3.0],
+                "advantage": [-3.0, 3.0],
+                "n": int(grid.ratio.size),
+                "progress": sorted(set(grid.progress.tolist())),
+            },
+            "rollout": None
+            if rollout is None
+            else {"env": env, "n": int(rollout.ratio.size), "env_steps": int(rollout_spec.ppo.env_steps)},
+            "weighting": "each sample set has equal total weight",
+        },
+        "fits": {},
+        "environment": environment_info(),
+    }
+    paths = {}
+    for fit in fits:
+        path = out / f"fit_{fit.family}.npz"
+        fit_metadata = {
+            "label": f"fit_{fit.family}",
+            "distilled_from": learned.source,
+            "family": fit.family,
+            **({"env": env} if env else {}),
+            "fit": fit.metrics,
+        }
+        save_artifact(path, fit.drift, fit.params, fit_metadata)
+        paths[fit.family] = path
+        report["fits"][fit.family] = {
+            "artifact": str(path),
+            "spec": fit.drift.spec,
+            "params": {k: np.asarray(v).tolist() for k, v in fit.params.items()},
+            **fit.metrics,
+        }
+
+    panels = panels_for(
+        learned,
+        f"learned: {learned.label}",
+        progress_values=(min(progress_values), max(progress_values)) if len(progress_values) > 1 else progress_values,
+    )
+    panels += [
+        Panel(f"fit {fit.family} (R²={fit.metrics['r2']:.3f})", resolve_drift(str(paths[fit.family]))) for fit in fits
+    ]
+    panels += reference_panels()
+    heatmap = plot_drift_panels(panels, out / "drift_heatmaps.png", title=f"{learned.label} and its closed-form fits")
+
+    if request.check:
+        status(f"checking the fits by training on {env} ({request.check_seeds} seeds each)…")
+        evaluation = run_evaluation(
+            [learned.source] + [str(paths[f.family]) for f in fits],
+            env_tasks([env], request.overrides),
+            out / "check",
+            num_seeds=request.check_seeds,
+            seed=request.seed,
+            overrides=request.overrides,
+            reference=learned.source,
+            overwrite=request.overwrite,
+            wandb=WandbOptions(request.wandb, request.wandb_project, request.wandb_entity, request.wandb_group),
+        )
+        check = {
+            "env": env,
+            "seeds": request.check_seeds,
+            "reference": evaluation.reference,
+            "results": str(out / "check" / "results.md"),
+        }
+        for row in evaluation.rows:
+            check[row["drift"]] = {
+                "mean": row["mean"],
+                "mean_ci": [row["mean_ci_low"], row["mean_ci_high"]],
+                "return_ratio": row["normalized_mean"],
+            }
+        report["check"] = check
+
+    atomic_write_json(out / "distill.json", report)
+    markdown = distill_markdown(report)
+    atomic_write_text(out / "distill.md", markdown)
+    status(markdown.rstrip())
+    status(f"wrote {out}/distill.json, distill.md, {heatmap.name} and {', '.join(p.name for p in paths.values())}")
+    return 0
+
+
+def distill_markdown(report: dict) -> str:
+    drift = report["drift"]
+    sets = [name for name in ("grid", "rollout") if report["samples"].get(name)]
+    lines = [f"# Distilling {drift['label']} ({drift['family']})", ""]
+    grid = report["samples"]["grid"]
+    lines.append(
+        f"Samples: grid r ∈ [0.05, 3] × Â ∈ [−3, 3] ({grid['n']:,} points, progress {grid['progress']})"
+        + (
+            f"; rollout: {report['samples']['rollout']['n']:,} (r, Â) from training on {report['samples']['rollout']['env']}"
+            if report["samples"].get("rollout")
+            else ""
+        )
+        + ". Each set has equal weight."
+    )
+    lines += [
+        "",
+        "| family | R² (all) | " + " | ".join(f"R² {s} | max abs err {s}" for s in sets) + " | parameters | artifact |",
+        "|---|---|" + "---|---|" * len(sets) + "---|---|",
+    ]
+    for family, fit in report["fits"].items():
+        cells = " | ".join(f"{fit[f'r2_{s}']:.4f} | {fit[f'max_abs_error_{s}']:.4f}" for s in sets)
+        lines.append(
+            f"| {family} | {fit['r2']:.4f} | {cells} | {describe_params(fit['params'])} | `{fit['artifact']}` |"
+        )
+    check = report.get("check")
+    if check:
+        lines += [
+            "",
+            f"## Check: training on {check['env']} ({check['seeds']} seeds), return ÷ {check['reference']}'s",
+            "",
+            "| drift | final return [95% CI] | ratio to learned |",
+            "|---|---|---|",
+        ]
+        for name, value in check.items():
+            if isinstance(value, dict):
+                ratio = value["return_ratio"]
+                lines.append(
+                    f"| {name} | {value['mean']:.1f} [{value['mean_ci'][0]:.1f}, {value['mean_ci'][1]:.1f}] | "
+                    f"{'–' if ratio is None or not np.isfinite(ratio) else f'{ratio:.3f}'} |"
+                )
+    lines.append("")
+    return "\n".join(lines)

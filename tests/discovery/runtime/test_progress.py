@@ -1,0 +1,23 @@
+"""Tests of discovery/runtime/progress."""
+
+import numpy as np
+
+
+def test_eta_text():
+    from discovery.runtime.progress import clock, eta_text
+
+    assert clock(3725.4) == "1:02:05"
+    assert eta_text(1, 4, 30.0) == "elapsed 0:00:30, eta 0:01:30"
+    assert eta_text(0, 4, 3.0) == "elapsed 0:00:03, eta ?"
+
+
+def test_training_progress_log_lines_carry_rate_elapsed_and_eta(capsys):
+    from discovery.runtime.progress import TrainingProgress
+
+    with TrainingProgress("CartPole-v1 · ppo", total_updates=10, steps_per_update=1000) as tracker:
+        tracker.start()
+        tracker.callback(np.array([10, 10]))
+    err = capsys.readouterr().err
+    assert "update 10/10" in err and "env-steps/s" in err and "elapsed 0:00:00, eta 0:00:00" in err
+    columns = [type(c).__name__ for c in tracker.progress.columns]
+    assert "TimeElapsedColumn" in columns and "TimeRemainingColumn" in columns
