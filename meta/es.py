@@ -211,7 +211,8 @@ class Strategy:
         return _ask(self.algorithm, key, state, self.params)
 
     def tell(self, key: jax.Array, population: PyTree, fitness: jax.Array, state: ESState) -> ESState:
-        """Update from the (P,) fitness, MAXIMISED; non-finite values are sanitised, an all-failed generation is skipped."""
+        """Update from the (P,) fitness, MAXIMISED; non-finite values are sanitised, an all-failed generation is
+        skipped."""
         return _tell(self.algorithm, key, population, fitness, state, self.params)
 
     def mean(self, state: ESState) -> PyTree:

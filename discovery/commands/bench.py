@@ -20,7 +20,8 @@ EXAMPLE = "discovery bench --preset cpu --out runs/bench_cpu"
 
 
 def register(subparsers) -> None:
-    # What each preset measures; where its numbers were taken (`measured`) is a note for the docs and reports, not for --help.
+    # What each preset measures; where its numbers were taken (`measured`) is a note for the docs and reports, not for
+    # --help.
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     parser = subparsers.add_parser(
         "bench",

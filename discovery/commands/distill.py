@@ -1,4 +1,5 @@
-"""``discovery distill``: fit closed-form drifts (DPO, dpo_poly) to a learned drift; plot; optionally check by training."""
+"""``discovery distill``: fit closed-form drifts (DPO, dpo_poly) to a learned drift; plot; optionally check by
+training."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "distill",
         help="fit closed-form drifts (DPO and dpo_poly) to a learned drift; heatmaps; --check trains them",
-        description="Least-squares fit of closed-form drift families to a learned drift on a dense (ratio, advantage) grid "
+        description="Least-squares fit of closed-form drift families to a learned drift on a dense (ratio, "
+        "advantage) grid "
         "and, with --env, on the (ratio, advantage) a learner actually sees. Writes fit_<family>.npz drift artifacts "
         "that train/evaluate accept, distill.json/.md (R², max error) and drift_heatmaps.png. Example: " + EXAMPLE,
     )

@@ -15,7 +15,8 @@ from discovery.runtime.wandb_logging import preflight
 from discovery.workflows.evaluate import WandbOptions, env_tasks, run_evaluation, suite_tasks
 
 EXAMPLE = (
-    "discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out runs/eval; "
+    "discovery evaluate --drifts ppo,dpo,runs/lpo/best_drift.npz --envs CartPole-v1,Breakout-MinAtar --seeds 8 --out "
+    "runs/eval; "
     "discovery evaluate --suite cpu --drifts ppo,dpo,lpo_cpu_suite --seeds 16 --seed 9100 --out runs/suite"
 )
 
@@ -24,9 +25,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate drifts on environments (paired seeds; mean, median, IQM and bootstrap CIs; resumable)",
-        description="Train every drift on every env with that env's configs/train settings and the same seeds for every "
+        description="Train every drift on every env with that env's configs/train settings and the same seeds for "
+        "every "
         "drift; write results.csv/.json/.md, one learning-curve plot per env and a normalised-score summary. "
-        "Rerunning with the same --out skips finished cells. Overrides (--total-timesteps 1e5, --num-envs 8, ...) apply "
+        "Rerunning with the same --out skips finished cells. Overrides (--total-timesteps 1e5, --num-envs 8, ...) "
+        "apply "
         "to every env. Example: " + EXAMPLE,
     )
     parser.add_argument(
@@ -55,7 +58,8 @@ def register(subparsers) -> None:
         "--report",
         default=None,
         metavar="PATH",
-        help="also write the results as a self-contained document (e.g. docs/RESULTS.md), figures in PATH's folder/results/",
+        help="also write the results as a self-contained document (e.g. docs/RESULTS.md), figures in PATH's "
+        "folder/results/",
     )
     parser.add_argument(
         "--profile",
@@ -124,6 +128,7 @@ def run(args, extra: list[str]) -> int:
     if args.report:
         status(f"wrote {args.report}")
     status(
-        f"wrote {report.out}/results.csv, results.json, results.md and {sum(p.suffix == '.png' for p in report.files)} plots"
+        f"wrote {report.out}/results.csv, results.json, results.md and "
+        f"{sum(p.suffix == '.png' for p in report.files)} plots"
     )
     return 0

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--drift",
         default=None,
-        help=f"drift family whose parameters the ES searches: {', '.join(drift_functions.registered())} (default: from config)",
+        help=f"drift family whose parameters the ES searches: {', '.join(drift_functions.registered())} (default: "
+        "from config)",
     )
     parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
     parser.add_argument(

@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "plot-drift",
         help="heatmaps of drift(ratio, advantage) and its ratio-derivative for any drift, beside DPO and PPO-clip",
-        description="Draw drift(r, Â) and ∂drift/∂r on r ∈ [0.05, 3] × Â ∈ [−3, 3] for each drift (names, NAME:key=value "
+        description="Draw drift(r, Â) and ∂drift/∂r on r ∈ [0.05, 3] × Â ∈ [−3, 3] for each drift (names, "
+        "NAME:key=value "
         "or artifact paths, comma-separated), on shared axes and colour scales, with DPO(2, 0.6) and PPO-clip for "
         "reference. Drifts that depend on training progress (TA-LPO) get one panel per --progress value. Example: "
         + EXAMPLE,

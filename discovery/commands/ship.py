@@ -14,8 +14,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "ship",
         help="ship a meta-training run's drift as `--drift STEM` (drift_functions/discovered/STEM.npz)",
-        description="Copy a drift of a meta-training run into drift_functions/discovered/ with its provenance: the run's "
-        "config, generations, env steps, CPU hours, validation score and the commit. RUN may also be one drift artifact "
+        description="Copy a drift of a meta-training run into drift_functions/discovered/ with its provenance: the "
+        "run's "
+        "config, generations, env steps, CPU hours, validation score and the commit. RUN may also be one drift "
+        "artifact "
         "(.npz, e.g. a `discovery distill` fit), shipped with its own metadata. Example: " + EXAMPLE,
     )
     parser.add_argument(

@@ -34,7 +34,10 @@ from discovery.workflows.sweep import (
     sweep_rows,
 )
 
-EXAMPLE = "discovery sweep --env CartPole-v1 --drift dpo --grid learning_rate=1e-4,3e-4 --grid alpha=1.5,2.0 --seeds 2 --out runs/sweep"
+EXAMPLE = (
+    "discovery sweep --env CartPole-v1 --drift dpo --grid learning_rate=1e-4,3e-4 --grid alpha=1.5,2.0 "
+    "--seeds 2 --out runs/sweep"
+)
 MAX_CURVES = 12
 
 
@@ -43,8 +46,10 @@ def register(subparsers) -> None:
         "sweep",
         help="vectorised hyper-parameter sweep (grid × seeds in one jitted call); or a W&B sweep YAML",
         description="Sweep any HParams field (learning_rate, ent_coef, vf_coef, gamma, gae_lambda, max_grad_norm, "
-        "reward_scale), any scalar drift parameter (epsilon, alpha, beta) or the drift itself (--grid drift=dpo:alpha=1,dpo:alpha=2) "
-        "in one compiled, vmapped call. --config reads a W&B sweep YAML (configs/sweeps/*.yaml): `value:` entries are fixed, "
+        "reward_scale), any scalar drift parameter (epsilon, alpha, beta) or the drift itself (--grid "
+        "drift=dpo:alpha=1,dpo:alpha=2) "
+        "in one compiled, vmapped call. --config reads a W&B sweep YAML (configs/sweeps/*.yaml): `value:` entries "
+        "are fixed, "
         "`values:` lists are grid axes. Other --key value pairs fix config fields. Example: " + EXAMPLE,
     )
     parser.add_argument("--env", default=None, help="environment (default: the --config's env, else CartPole-v1)")
@@ -92,7 +97,8 @@ def run(args, extra: list[str]) -> int:
     preflight(args.wandb)  # before any training: W&B is only used at the end
     if plan.used_family_default:
         status(
-            f"[yellow]no configs/train/{env}.yaml: using the {Path(plan.spec.source).stem} family defaults ({plan.spec.source})[/yellow]"
+            f"[yellow]no configs/train/{env}.yaml: using the {Path(plan.spec.source).stem} family defaults "
+            f"({plan.spec.source})[/yellow]"
         )
     out = prepare_run_dir(
         Path(args.out or f"runs/sweep_{slug(str(env))}_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=args.overwrite
@@ -100,7 +106,8 @@ def run(args, extra: list[str]) -> int:
     config = plan.spec.ppo
     status(
         f"sweeping [bold]{', '.join(plan.definition.axes)}[/bold] on [bold]{env}[/bold] with {plan.drift.name}: "
-        f"{len(plan.points)} points × {seeds} seeds = {len(plan.points) * seeds} learners × {config.env_steps:,} env steps, "
+        f"{len(plan.points)} points × {seeds} seeds = {len(plan.points) * seeds} learners × {config.env_steps:,} env "
+        "steps, "
         f"one vectorised call → {out}"
     )
 
@@ -174,7 +181,8 @@ def run(args, extra: list[str]) -> int:
 
     status(markdown.rstrip())
     status(
-        f"wrote {out}/results.csv, results.json, results.md, metrics.npz and {sum(p.suffix == '.png' for p in files)} plots"
+        f"wrote {out}/results.csv, results.json, results.md, metrics.npz and "
+        f"{sum(p.suffix == '.png' for p in files)} plots"
     )
     return 0
 

@@ -65,7 +65,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Convert ``value`` (from YAML or a command-line string) to ``annotation`` (a resolved type, see :func:`field_types`)."""
+    """Convert ``value`` (from YAML or a command-line string) to ``annotation`` (a resolved type, see
+    :func:`field_types`)."""
     origin = typing.get_origin(annotation)
     try:
         if origin in (typing.Union, types.UnionType):
@@ -180,7 +181,8 @@ def route_overrides(overrides: dict[str, Any], targets: dict[str, dict[str, Any]
         if dot and prefix in targets:
             if field not in targets[prefix]:
                 raise UserError(
-                    f"unknown {prefix} field {field!r} in {_flag(key)}; valid {prefix} fields: {', '.join(targets[prefix])}"
+                    f"unknown {prefix} field {field!r} in {_flag(key)}; valid {prefix} fields: "
+                    f"{', '.join(targets[prefix])}"
                 )
             owners = [prefix]
         else:
@@ -310,7 +312,8 @@ def select_profile(profiles: Any, requested: str | None, path: Path) -> tuple[st
     """
     if requested is not None and str(requested) not in (*PROFILES, "auto"):
         raise UserError(
-            f"unknown profile {requested!r}; valid profiles: {', '.join(PROFILES)}, auto (the default: cpu without an accelerator)"
+            f"unknown profile {requested!r}; valid profiles: {', '.join(PROFILES)}, auto (the default: cpu without "
+            "an accelerator)"
         )
     if not profiles:
         return None, {}

@@ -148,7 +148,10 @@ def reading_of_difference(name: str, reference: str, difference: tuple[float, fl
         return f"{name} beats {reference} by {mean:.1f} [{low:.1f}, {high:.1f}] (paired seeds, 95% CI)"
     if high < 0:
         return f"{name} is worse than {reference} by {-mean:.1f} [{-high:.1f}, {-low:.1f}] (paired seeds, 95% CI)"
-    return f"{name} is not yet distinguishable from {reference}: difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (paired seeds, 95% CI)"
+    return (
+        f"{name} is not yet distinguishable from {reference}: difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] "
+        "(paired seeds, 95% CI)"
+    )
 
 
 def finite_or_none(value) -> float | None:

@@ -57,18 +57,7 @@ def usable_cores() -> int:
 
 def requested_devices(environ: MutableMapping[str, str] = os.environ) -> int | None:
     """``DISCOVERY_CPU_DEVICES`` as a positive integer, ``None`` when unset; anything else is a :class:`UserError`."""
-    text = environ.get(ENV_VAR)
-    if text is None or text.strip() == "":
-        return None
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(
-            f"{ENV_VAR} must be a positive integer (the number of CPU devices; 1 = one device), got {text!r}"
-        )
-    return value
+    return _positive_int(ENV_VAR, environ.get(ENV_VAR), "the number of CPU devices; 1 = one device")
 
 
 def _positive_int(name: str, text: str | None, what: str) -> int | None:

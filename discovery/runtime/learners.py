@@ -249,7 +249,8 @@ def run_batch(
 ) -> TrainingResult:
     """Compile, then train the batch ``(keys, drift_params, hparams)`` batched along ``axes`` as one call.
 
-    ``allow_split``: a batch smaller than the device count may split each learner over devices (see :func:`plan_learners`).
+    ``allow_split``: a batch smaller than the device count may split each learner over devices (see
+    :func:`plan_learners`).
 
     ``progress``: an existing ``rich`` Progress (:func:`discovery.runtime.progress.make_progress`)
     to add this run's bar to, e.g. under a grid-wide bar; by default the run owns its display.
@@ -273,7 +274,8 @@ def run_batch(
     if show_progress:
         split = f", each split over {layout.env_shards} devices" if layout.kind == "envs" else ""
         status(
-            f"[dim]compiling {description} ({learners} learner{'s' if learners != 1 else ''}{split}, {config.num_updates} updates, "
+            f"[dim]compiling {description} ({learners} learner{'s' if learners != 1 else ''}{split}, "
+            f"{config.num_updates} updates, "
             f"on {distributed.describe(layout.mesh.devices.flat)})…[/dim]"
         )
     compiled = compile_learners(

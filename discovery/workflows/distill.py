@@ -400,7 +400,8 @@ def distill_drift(request: DistillRequest) -> int:
         spec, fallback = configs.load_train_spec(env, request.overrides)
         if fallback:
             status(
-                f"[yellow]no configs/train/{env}.yaml: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]"
+                f"[yellow]no configs/train/{env}.yaml: using the {Path(spec.source).stem} family defaults "
+                f"({spec.source})[/yellow]"
             )
     out = prepare_run_dir(
         Path(request.out or f"runs/distill_{datetime.now():%Y%m%d-%H%M%S}"), overwrite=request.overwrite
@@ -517,7 +518,8 @@ def distill_markdown(report: dict) -> str:
     lines.append(
         f"Samples: grid r ∈ [0.05, 3] × Â ∈ [−3, 3] ({grid['n']:,} points, progress {grid['progress']})"
         + (
-            f"; rollout: {report['samples']['rollout']['n']:,} (r, Â) from training on {report['samples']['rollout']['env']}"
+            f"; rollout: {report['samples']['rollout']['n']:,} (r, Â) from training on "
+            f"{report['samples']['rollout']['env']}"
             if report["samples"].get("rollout")
             else ""
         )

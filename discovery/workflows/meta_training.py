@@ -112,7 +112,8 @@ _SECTIONS = ("tasks", "es", "drift_options")  # meta YAML keys that are not plai
 
 
 def meta_targets(drift: str) -> dict[str, dict]:
-    """Override targets of ``meta-train``: meta fields, ES fields, ``drift.<option>``, and per-task PPO / Brax env options."""
+    """Override targets of ``meta-train``: meta fields, ES fields, ``drift.<option>``, and per-task PPO / Brax env
+    options."""
     meta_fields = {k: v for k, v in configs.field_types(MetaConfig).items() if k not in _SECTIONS}
     return {
         "meta": meta_fields,
@@ -140,13 +141,15 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
     unknown = sorted(set(data) - top_level - set(_SECTIONS))
     if unknown:
         raise UserError(
-            f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(top_level | set(_SECTIONS)))}"
+            f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: "
+            f"{', '.join(sorted(top_level | set(_SECTIONS)))}"
         )
     drift_name = str(overrides.get("drift", overrides.get("meta.drift", data.get("drift", MetaConfig.drift))))
     searchable = searchable_families()
     if drift_name not in searchable:
         raise UserError(
-            f"meta-training searches a drift's parameters; --drift must be one of {', '.join(searchable)}, got {drift_name!r}"
+            f"meta-training searches a drift's parameters; --drift must be one of {', '.join(searchable)}, got "
+            f"{drift_name!r}"
         )
     targets = meta_targets(drift_name)
     routed = configs.route_overrides(overrides, targets)
@@ -468,8 +471,10 @@ def meta_train(request: MetaTrainRequest) -> int:
     if request.resume:
         if request.out and Path(request.out).resolve() != Path(request.resume).resolve():
             raise UserError(
-                f"--resume {request.resume} continues that run in its own directory, so --out {request.out} would be ignored; "
-                f"drop --out (to branch the run, copy {request.resume} to {request.out} and pass --resume {request.out})"
+                f"--resume {request.resume} continues that run in its own directory, so --out {request.out} would be "
+                "ignored; "
+                f"drop --out (to branch the run, copy {request.resume} to {request.out} and pass --resume "
+                f"{request.out})"
             )
         out = Path(request.resume)
         if distributed.active():
@@ -545,7 +550,8 @@ def meta_train(request: MetaTrainRequest) -> int:
     tasks = ", ".join(t.env for t in config.tasks)
     status(
         f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
-        f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per generation, "
+        f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per "
+        "generation, "
         f"generations {start}→{config.generations}, {devices} → {out}"
     )
     wandb_run = WandbRun(
@@ -573,7 +579,8 @@ def meta_train(request: MetaTrainRequest) -> int:
         if not progress.console.is_terminal:
             done = row["generation"] + 1 - start
             status(
-                f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max {row['fitness_max'] or float('nan'):.4g}, "
+                f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max "
+                f"{row['fitness_max'] or float('nan'):.4g}, "
                 f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
                 f"({row['env_steps_per_second']:,.0f} env-steps/s), "
                 f"{eta_text(done, config.generations - start, time.perf_counter() - started)}"
@@ -581,7 +588,8 @@ def meta_train(request: MetaTrainRequest) -> int:
         validation = row.get("validation")
         if validation:
             status(
-                f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) on "
+                f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) "
+                "on "
                 f"fresh seeds; returns {', '.join(f'{v:.4g}' for v in validation['returns'])}"
             )
         logged = {k: v for k, v in row.items() if k not in ("fitness", "validation") and v is not None}
@@ -613,8 +621,10 @@ def meta_train(request: MetaTrainRequest) -> int:
         "best_fitness": rows[-1]["best_fitness"] if rows else None,
     }
     status(
-        f"done: {len(rows)} generations, last mean fitness {summary['final_fitness_mean']}, best {summary['best_fitness']} "
-        f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, best_drift.npz, fitness.png"
+        f"done: {len(rows)} generations, last mean fitness {summary['final_fitness_mean']}, best "
+        f"{summary['best_fitness']} "
+        f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, best_drift.npz, "
+        "fitness.png"
     )
 
     if request.compare:
@@ -657,7 +667,8 @@ def compare_on_first_task(run_: MetaRun, out: Path, num_seeds: int, wandb_run) -
     ]
     width = max(len(r["drift"]) for r in rows)
     lines = [
-        f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds, the same for every drift (final return, 95% CI):"
+        f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds, the same for every drift (final return, "
+        "95% CI):"
     ]
     lines += [f"  {r['drift']:<{width}}  {r['mean']:8.1f}  [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" for r in rows]
     lines += ["", "Reading:"] + [f"  {line}" for line in readings]

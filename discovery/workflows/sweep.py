@@ -107,7 +107,8 @@ def load_sweep_yaml(path: str | Path) -> SweepDefinition:
                 raise UserError(f"empty grid: sweep config {path} parameter {raw_name!r} has an empty `values:` list")
             if name in CLI_KEYS - {DRIFT_AXIS}:
                 raise UserError(
-                    f"sweep config {path}: {raw_name!r} cannot be swept in-process (it is not an array-valued hyper-parameter)"
+                    f"sweep config {path}: {raw_name!r} cannot be swept in-process (it is not an array-valued "
+                    "hyper-parameter)"
                 )
             definition.axes[name] = list(values)
         else:
@@ -200,7 +201,8 @@ def build_plan(
             if name in static or name in configs.BRAX_ENV_OPTIONS:
                 if len(values) == 1:
                     raise UserError(
-                        f"{name} is a fixed setting here: pass it as --{name.replace('_', '-')} {values[0]} instead of a grid axis"
+                        f"{name} is a fixed setting here: pass it as --{name.replace('_', '-')} {values[0]} instead "
+                        "of a grid axis"
                     )
                 raise UserError(
                     f"{name} changes the compiled program's shapes or structure and cannot be swept in one vectorised "
@@ -320,7 +322,8 @@ def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: Training
     lines = [
         f"# Sweep on {plan.env}: {len(rows)} points × {plan.num_seeds} seeds (one vectorised call)",
         "",
-        f"Drift {plan.drifts[0].drift.name}; {ppo.env_steps:,} env steps per seed ({plan.spec.source}); final return = mean return of "
+        f"Drift {plan.drifts[0].drift.name}; {ppo.env_steps:,} env steps per seed ({plan.spec.source}); final return "
+        "= mean return of "
         f"the episodes ending in the last {ppo.final_return_window:.0%} of updates; 95% bootstrap CIs (rliable). "
         f"Compile {result.compile_seconds:.1f} s, run {result.run_seconds:.1f} s on {result.devices} device(s).",
         "",
@@ -332,7 +335,8 @@ def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: Training
         lines.append(
             "| "
             + " | ".join(fmt(row[c]) for c in plan.columns)
-            + f" | {row['mean']:.1f} [{row['mean_ci_low']:.1f}, {row['mean_ci_high']:.1f}]{mark} | {row['median']:.1f} | "
+            + f" | {row['mean']:.1f} [{row['mean_ci_low']:.1f}, {row['mean_ci_high']:.1f}]{mark} | "
+            f"{row['median']:.1f} | "
             f"{row['iqm']:.1f} [{row['iqm_ci_low']:.1f}, {row['iqm_ci_high']:.1f}] | {row['n_finite']} |"
         )
     lines.append("")

@@ -55,7 +55,8 @@ def train(request: TrainRequest) -> int:
         status(f"[yellow]{whose}: using the {Path(spec.source).stem} family defaults ({spec.source})[/yellow]")
     out = Path(
         request.out
-        or f"runs/{slug(request.env)}_{resolved.label.replace('/', '_').replace(':', '_')}_{datetime.now():%Y%m%d-%H%M%S}"
+        or f"runs/{slug(request.env)}_{resolved.label.replace('/', '_').replace(':', '_')}_"
+        f"{datetime.now():%Y%m%d-%H%M%S}"
     )
     out = prepare_run_dir(out, overwrite=request.overwrite)
 
@@ -105,7 +106,8 @@ def train(request: TrainRequest) -> int:
     }
     if summary["diverged_seeds"]:
         status(
-            f"[bold red]seed(s) {', '.join(map(str, summary['diverged_seeds']))} diverged (non-finite losses): their returns "
+            f"[bold red]seed(s) {', '.join(map(str, summary['diverged_seeds']))} diverged (non-finite losses): their "
+            "returns "
             "are not meaningful; lower the learning rate or check the env[/bold red]"
         )
     write_metrics_csv(out / "metrics.csv", result)
@@ -136,7 +138,8 @@ def train(request: TrainRequest) -> int:
     status(
         f"final return {mean:.1f}  (95% CI [{low:.1f}, {high:.1f}] over {request.seeds} seeds; per seed "
         f"{per_seed})\n"
-        f"compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s, {result.steps_per_second:,.0f} env-steps/s "
+        f"compile {result.compile_seconds:.1f}s, train {result.run_seconds:.1f}s, {result.steps_per_second:,.0f} "
+        "env-steps/s "
         f"on {result.devices} device{'s' if result.devices != 1 else ''}\n"
         f"wrote {out}/results.json, metrics.csv, learning_curve.png"
     )
@@ -147,7 +150,8 @@ def profile_line(spec) -> str:
     """One console line naming the config profile that runs, and how to choose the other one."""
     other = {"cpu": "accelerator (the published settings)", "accelerator": "cpu (a few dozen envs)"}[spec.profile]
     return (
-        f"profile [bold]{spec.profile}[/bold] of {spec.source}: {spec.ppo.num_envs} envs × {spec.ppo.num_steps} steps × "
+        f"profile [bold]{spec.profile}[/bold] of {spec.source}: {spec.ppo.num_envs} envs × {spec.ppo.num_steps} "
+        "steps × "
         f"{spec.ppo.rollouts_per_update} unrolls per update (--profile {other})"
     )
 

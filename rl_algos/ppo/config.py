@@ -118,7 +118,8 @@ class PPOConfig:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if self.continuous_distribution not in CONTINUOUS_DISTRIBUTIONS:
             raise ValueError(
-                f"unknown continuous_distribution {self.continuous_distribution!r}; valid: {', '.join(CONTINUOUS_DISTRIBUTIONS)}"
+                f"unknown continuous_distribution {self.continuous_distribution!r}; valid: "
+                f"{', '.join(CONTINUOUS_DISTRIBUTIONS)}"
             )
         if not 0.0 < self.final_return_window <= 1.0:
             raise ValueError(f"final_return_window must be in (0, 1], got {self.final_return_window}")

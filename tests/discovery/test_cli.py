@@ -45,12 +45,14 @@ def test_non_finite_numbers_are_refused(tmp_path, capsys, argv, message):
     [
         (
             "dpo:alpha=abc",
-            "bad option for drift 'dpo': alpha must be a finite number (float), got 'abc'; valid options: alpha (float), beta (float)",
+            "bad option for drift 'dpo': alpha must be a finite number (float), got 'abc'; valid options: alpha "
+            "(float), beta (float)",
         ),
         ("dpo:gamma=1", "bad option for drift 'dpo': unknown option gamma; valid options: alpha (float), beta (float)"),
         (
             "lpo:ppo_init=yes",
-            "ppo_init must be true or false (bool), got 'yes'; valid options: hidden_size (int), ppo_init (bool), epsilon (float)",
+            "ppo_init must be true or false (bool), got 'yes'; valid options: hidden_size (int), ppo_init (bool), "
+            "epsilon (float)",
         ),
         ("lpo:hidden_size=2.5", "hidden_size must be an integer (int), got 2.5"),
     ],

@@ -73,7 +73,8 @@ def assert_flat_at_one(drift, params, progress, advantages=ADVANTAGES):
                 worst = int(np.argmax(np.abs(slope)))
                 assert abs(slope[worst]) <= FLAT_SLOPE_PER_STEP * h, (
                     f"{drift.spec} not flat at r = 1 (progress {progress}): {side} slope {slope[worst]:.3g} "
-                    f"at A = {float(adv[worst]):.3g}, h = {h:g}, exceeds {FLAT_SLOPE_PER_STEP:g}·h = {FLAT_SLOPE_PER_STEP * h:.1g}"
+                    f"at A = {float(adv[worst]):.3g}, h = {h:g}, exceeds {FLAT_SLOPE_PER_STEP:g}·h = "
+                    f"{FLAT_SLOPE_PER_STEP * h:.1g}"
                 )
 
 

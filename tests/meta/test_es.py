@@ -126,7 +126,8 @@ ALGORITHM_CASES = [
 
 @pytest.mark.parametrize("algorithm", ALGORITHM_CASES)
 def test_other_algorithms_move_their_mean_towards_the_optimum(algorithm):
-    """The ES *mean* (what meta-training saves as drift.npz) gets closer to the optimum, not just the best member seen."""
+    """The ES *mean* (what meta-training saves as drift.npz) gets closer to the optimum, not just the best member
+    seen."""
     strategy = cached_strategy(ESConfig(algorithm=algorithm, population_size=8), "small")
     state = strategy.init(jax.random.key(0), SMALL_TEMPLATE)
     initial = float(squared_distance(strategy.mean(state), SMALL_TARGET))

@@ -179,7 +179,8 @@ def run_bench(
         for case in preset.populations:
             if envs_filter is None or case.env in envs_filter:
                 status(
-                    f"  population {case.env}: sizes {', '.join(map(str, case.sizes))}, meta-generation {case.meta_size}…"
+                    f"  population {case.env}: sizes {', '.join(map(str, case.sizes))}, meta-generation "
+                    f"{case.meta_size}…"
                 )
                 populations.append(bench_population(case, repeats))
     cores = []
@@ -195,7 +196,8 @@ def run_bench(
         "preset": preset.name,
         "description": preset.description,
         "repeats": repeats,
-        "timing": "median of the timed repetitions after a separate compile and one warm-up call; compile reported separately",
+        "timing": "median of the timed repetitions after a separate compile and one warm-up call; compile reported "
+        "separately",
         "cases": results,
         "populations": populations,
         "cores": cores,

@@ -21,7 +21,8 @@ def brax_kwargs(config: PPOConfig, env) -> dict:
     sequences = config.num_envs * config.rollouts_per_update
     if sequences % config.num_minibatches:
         raise ValueError(
-            f"Brax needs num_envs × rollouts_per_update ({sequences}) divisible by num_minibatches ({config.num_minibatches})"
+            f"Brax needs num_envs × rollouts_per_update ({sequences}) divisible by num_minibatches "
+            f"({config.num_minibatches})"
         )
     network_factory = functools.partial(
         ppo_networks.make_ppo_networks,

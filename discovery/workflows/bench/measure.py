@@ -168,7 +168,8 @@ def population_params(drift, size: int, sigma: float, key: jax.Array):
 
 
 def bench_population(case: PopulationCase, repeats: int) -> dict:
-    """Vmapped vs sequential populations of each size in ``case.sizes`` (interleaved rounds), then one meta-generation."""
+    """Vmapped vs sequential populations of each size in ``case.sizes`` (interleaved rounds), then one
+    meta-generation."""
     spec, _ = configs.load_train_spec(case.env, dict(case.overrides))
     env, config = spec.make_env(), spec.ppo
     drift = drift_functions.make("lpo", ppo_init=True)

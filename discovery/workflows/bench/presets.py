@@ -91,7 +91,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu",
-        description="CartPole-v1, inverted_pendulum and hopper (positional) at small budgets; CartPole populations of 1, 8, 32",
+        description="CartPole-v1, inverted_pendulum and hopper (positional) at small budgets; CartPole populations "
+        "of 1, 8, 32",
         cases=(
             EnvCase("CartPole-v1", dict(_CARTPOLE_CASE), brax=False, progress=True),
             EnvCase(
@@ -118,7 +119,8 @@ PRESETS: dict[str, Preset] = {
             ),
         ),
         populations=(PopulationCase("CartPole-v1", dict(_CARTPOLE_POPULATION), sizes=(1, 8, 32), meta_size=32),),
-        # `train --seeds 8` at CartPole's own settings (100 updates), and a generation of the demo's meta-training tasks.
+        # `train --seeds 8` at CartPole's own settings (100 updates), and a generation of the demo's meta-training
+        # tasks.
         cores=(
             CoresCase(
                 "CartPole-v1",

@@ -247,7 +247,8 @@ def _load_cell(cell: Cell, out: Path, expected: dict, overwrite: bool) -> CellRe
         old = saved.get("fingerprint") or {}
         changed = sorted(k for k in set(old) | set(expected) if _canonical(old.get(k)) != _canonical(expected.get(k)))
         raise UserError(
-            f"{out} already holds a different result for {cell.task.label} × {cell.label} (differs in: {', '.join(changed) or 'format'}); "
+            f"{out} already holds a different result for {cell.task.label} × {cell.label} (differs in: "
+            f"{', '.join(changed) or 'format'}); "
             "use another --out, or --overwrite to recompute it"
         )
     return CellResult(
@@ -312,7 +313,8 @@ def run_evaluation(
     overrides = dict(overrides or {})
     resolved, cells = plan_cells(drift_texts, tasks)
     reference_label = pick_reference(resolved, reference)
-    # Several processes: the same cells everywhere, and process 0's finished cells on every process (no shared disk needed).
+    # Several processes: the same cells everywhere, and process 0's finished cells on every process (no shared disk
+    # needed).
     distributed.agree(
         "the evaluation grid",
         json.dumps([fingerprint(cell, num_seeds, seed) for cell in cells], sort_keys=True, default=str),
@@ -325,7 +327,8 @@ def run_evaluation(
         if task.fallback:
             whose = f"{task.env} is your own env" if ":" in task.env else f"no configs/train/{task.env}.yaml"
             status(
-                f"[yellow]{whose}: using the {Path(task.spec.source).stem} family defaults ({task.spec.source})[/yellow]"
+                f"[yellow]{whose}: using the {Path(task.spec.source).stem} family defaults "
+                f"({task.spec.source})[/yellow]"
             )
     grid = {
         "drifts": [
@@ -353,7 +356,8 @@ def run_evaluation(
     if results:
         status(f"resuming {out}: {len(results)} of {len(cells)} cells already done, skipping them")
     status(
-        f"evaluating {len(resolved)} drifts × {len(tasks)} tasks × {num_seeds} seeds: {len(todo)} cells to train → {out}"
+        f"evaluating {len(resolved)} drifts × {len(tasks)} tasks × {num_seeds} seeds: {len(todo)} cells to train → "
+        f"{out}"
     )
     random_returns = {task.label: random_return_of(task, out, seed) for task in tasks}
 

@@ -182,7 +182,8 @@ def results_markdown(
     for row in rows:
         seeds = f"{row['n_finite']}/{row['seeds']}" if row["n_finite"] != row["seeds"] else str(row["seeds"])
         lines.append(
-            f"| {row['task']} | {row['role'] or '–'} | {row['drift']} | {_fmt_ci(row['mean'], row['mean_ci_low'], row['mean_ci_high'])} | "
+            f"| {row['task']} | {row['role'] or '–'} | {row['drift']} | "
+            f"{_fmt_ci(row['mean'], row['mean_ci_low'], row['mean_ci_high'])} | "
             f"{_fmt_ci(row['iqm'], row['iqm_ci_low'], row['iqm_ci_high'])} | "
             f"{_fmt_ci(row['normalized_iqm'], row['normalized_iqm_ci_low'], row['normalized_iqm_ci_high'], 2)} | "
             f"{seeds} | {row['env_steps_per_seed']:,} |"
@@ -254,7 +255,8 @@ def write_reports(out: Path, results, rows, aggregates, tasks, reference, grid) 
         files.append(plot_normalized_scores(rows, aggregates, reference, out / "normalized_scores.png"))
     else:
         status(
-            "[yellow]no reference drift, or no task with finite returns for every drift: skipping normalized_scores.png[/yellow]"
+            "[yellow]no reference drift, or no task with finite returns for every drift: skipping "
+            "normalized_scores.png[/yellow]"
         )
     return files
 

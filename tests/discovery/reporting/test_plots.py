@@ -98,7 +98,7 @@ def test_fitness_plot_shows_what_the_es_mean_scores(tmp_path, captured_figures):
     lines = {line.get_label(): line for line in fig.axes[0].lines}
     es = lines["ES mean (drift.npz) on fresh seeds"]
     assert list(es.get_xdata()) == [2, 4, 6] and es.get_linewidth() > max(
-        l.get_linewidth() for k, l in lines.items() if l is not es
+        line.get_linewidth() for k, line in lines.items() if line is not es
     )
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend[0] == "ES mean (drift.npz) on fresh seeds" and "best single member so far (optimistic)" in legend

@@ -1,4 +1,5 @@
-"""`discovery bench`: the smoke preset runs and writes a complete, finite bench.json and bench.md (no timing asserts)."""
+"""`discovery bench`: the smoke preset runs and writes a complete, finite bench.json and bench.md (no timing
+asserts)."""
 
 import json
 import math

@@ -13,9 +13,11 @@ drift: lpo
 drift_options: {ppo_init: true, hidden_size: 8}
 tasks:
   - env: CartPole-v1
-    overrides: {total_timesteps: 1024, num_envs: 8, num_steps: 32, num_minibatches: 2, update_epochs: 8, learning_rate: 3.0e-3}
+    overrides: {total_timesteps: 1024, num_envs: 8, num_steps: 32, num_minibatches: 2, update_epochs: 8,
+                learning_rate: 3.0e-3}
   - env: Catch-bsuite
-    overrides: {total_timesteps: 1024, num_envs: 8, num_steps: 32, num_minibatches: 2, update_epochs: 8, learning_rate: 3.0e-3}
+    overrides: {total_timesteps: 1024, num_envs: 8, num_steps: 32, num_minibatches: 2, update_epochs: 8,
+                learning_rate: 3.0e-3}
 es: {population_size: 4, sigma: 0.5, learning_rate: 0.5}
 generations: 3
 seeds: 2

@@ -75,7 +75,8 @@ def config_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def meta_run():
-    """The run as ``discovery meta-train`` builds it on one device; its population evaluation compiles once per module."""
+    """The run as ``discovery meta-train`` builds it on one device; its population evaluation compiles once per
+    module."""
     return mt.build_run(mt.meta_config_from_dict(CONFIG, {}), None)
 
 
@@ -253,6 +254,7 @@ def test_the_resumed_run_writes_everything_and_its_artifact_trains(killed_and_re
 # ---- devices ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the default run checks the same mechanism on 1 and 8 devices (tests/discovery/runtime)
 def test_four_forced_cpu_devices_give_the_same_run(config_file, straight, tmp_path):
     """4 members on 4 forced devices in micro-batches of 2 (``population_chunk: 2``), so two devices train
     two members each. One member per device once trained differently (XLA dropped a vmapped axis of size 1 on some

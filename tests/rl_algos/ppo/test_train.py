@@ -297,7 +297,8 @@ def test_vmap_over_seeds_equals_separate_calls_and_is_deterministic(cartpole):
     for index in range(2):
         _, alone = single(keys[index], params)
         for name in alone:
-            # vmapped matmuls round differently; drift_active counts a threshold crossing, so allow one flip per minibatch
+            # vmapped matmuls round differently; drift_active counts a threshold crossing, so allow one flip per
+            # minibatch
             atol = 2.0 / TINY.minibatch_size if name == "drift_active" else 1e-5
             np.testing.assert_allclose(batched[name][index], alone[name], rtol=1e-4, atol=atol, err_msg=name)
     _, again = single(keys[0], params)
@@ -368,7 +369,8 @@ def test_final_return_window():
 # DPO (the discovered drift) in the default run; PPO-clip, which every normalised score divides by, with -m slow.
 @pytest.mark.parametrize("drift_name", [pytest.param("ppo_clip", marks=pytest.mark.slow), "dpo"])
 def test_cartpole_learns_to_450(drift_name):
-    """Acceptance: mean final return >= 450 on CartPole-v1 in 5e5 steps over 4 seeds (configs/train/CartPole-v1.yaml)."""
+    """Acceptance: mean final return >= 450 on CartPole-v1 in 5e5 steps over 4 seeds
+    (configs/train/CartPole-v1.yaml)."""
     from discovery.io.drift_registry import resolve_drift
     from discovery.runtime.learners import run_seeds
 
