@@ -32,7 +32,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--generations", type=int, default=None, help="total generations (default: from config)")
     parser.add_argument(
-        "--population-chunk", type=int, default=None, help="evaluate the population in chunks of this many members"
+        "--population-chunk",
+        type=int,
+        default=None,
+        help="ES members per vmapped micro-batch (default: DISCOVERY_MICRO_BATCH learners' worth); smaller bounds "
+        "memory; it is part of the arithmetic, the device count is not",
     )
     add_run_arguments(
         parser,
