@@ -135,6 +135,15 @@ class TrainingProgress:
         self._start = time.perf_counter()
         self.progress.start_task(self.task)
 
+    def _where(self, done: int) -> str:
+        """``update 12/16``, or with micro-batches run one after another ``update 12/16 of micro-batch round 2/3``."""
+        if self.rounds == 1:
+            return f"update {done}/{self.total_updates}"
+        finished, update = divmod(done, self.updates_per_round)
+        if update == 0 and finished:
+            finished, update = finished - 1, self.updates_per_round
+        return f"update {update}/{self.updates_per_round} of micro-batch round {finished + 1}/{self.rounds}"
+
     def callback(self, update_index) -> None:
         update = int(np.max(np.asarray(update_index)))
         with self._lock:
@@ -153,7 +162,7 @@ class TrainingProgress:
             ):
                 self._last_log = time.perf_counter()
                 print(
-                    f"  {self.description}: update {done}/{self.total_updates}, {rate:,.0f} env-steps/s, "
+                    f"  {self.description}: {self._where(done)}, {rate:,.0f} env-steps/s, "
                     f"{eta_text(done, self.total_updates, elapsed)}",
                     file=sys.stderr,
                     flush=True,

@@ -21,3 +21,16 @@ def test_training_progress_log_lines_carry_rate_elapsed_and_eta(capsys):
     assert "update 10/10" in err and "env-steps/s" in err and "elapsed 0:00:00, eta 0:00:00" in err
     columns = [type(c).__name__ for c in tracker.progress.columns]
     assert "TimeElapsedColumn" in columns and "TimeRemainingColumn" in columns
+
+
+def test_progress_over_micro_batch_rounds_counts_every_round():
+    """Two devices each running two micro-batches one after another: the bar covers both rounds."""
+    from discovery.runtime.progress import TrainingProgress
+
+    tracker = TrainingProgress("x", 16, 100, rounds=2, parallel=2)
+    tracker.start()
+    for device in range(2):
+        tracker.callback(16)  # both devices finish their first micro-batch
+    tracker.callback(8)
+    assert tracker._done == 24 and tracker.total_updates == 32
+    assert tracker._where(24) == "update 8/16 of micro-batch round 2/2"
