@@ -29,7 +29,7 @@ def test_progress_over_micro_batch_rounds_counts_every_round():
 
     tracker = TrainingProgress("x", 16, 100, rounds=2, parallel=2)
     tracker.start()
-    for device in range(2):
+    for _device in range(2):
         tracker.callback(16)  # both devices finish their first micro-batch
     tracker.callback(8)
     assert tracker._done == 24 and tracker.total_updates == 32
