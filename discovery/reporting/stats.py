@@ -158,3 +158,19 @@ def finite_or_none(value) -> float | None:
     """``float(value)``, or ``None`` for NaN/inf (JSON has no NaN)."""
     value = float(np.asarray(value))
     return value if np.isfinite(value) else None
+
+
+# What score_summary-style rows report per group of seeds (sweep points, evaluate cells), in table order.
+SEED_SUMMARY_COLUMNS = [
+    "seeds",
+    "n_finite",
+    "mean",
+    "mean_ci_low",
+    "mean_ci_high",
+    "median",
+    "median_ci_low",
+    "median_ci_high",
+    "iqm",
+    "iqm_ci_low",
+    "iqm_ci_high",
+]

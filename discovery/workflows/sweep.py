@@ -32,7 +32,7 @@ import drift_functions
 from discovery.io import configs
 from discovery.io.drift_registry import ResolvedDrift, resolve_drift, split_drift_list
 from discovery.reporting.plots import plt, save_figure  # pyplot on the headless backend
-from discovery.reporting.stats import score_summary
+from discovery.reporting.stats import SEED_SUMMARY_COLUMNS, score_summary
 from discovery.runtime.errors import UserError
 from discovery.runtime.learners import TrainingResult, run_batch, seed_keys
 from rl_algos.ppo import POINTS, HParams
@@ -296,19 +296,7 @@ def sweep_rows(plan: SweepPlan, result: TrainingResult, reps: int = 2000) -> lis
     return rows
 
 
-SUMMARY_COLUMNS = [
-    "seeds",
-    "n_finite",
-    "mean",
-    "mean_ci_low",
-    "mean_ci_high",
-    "median",
-    "median_ci_low",
-    "median_ci_high",
-    "iqm",
-    "iqm_ci_low",
-    "iqm_ci_high",
-]
+SUMMARY_COLUMNS = SEED_SUMMARY_COLUMNS  # the columns of one point
 
 
 def sweep_markdown(plan: SweepPlan, rows: list[dict[str, Any]], result: TrainingResult) -> str:

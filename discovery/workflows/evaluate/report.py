@@ -9,7 +9,7 @@ import numpy as np
 from discovery.io.outputs import atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, slug
 from discovery.io.suites import ROLES
 from discovery.reporting.plots import plot_learning_curves
-from discovery.reporting.stats import score_summary
+from discovery.reporting.stats import SEED_SUMMARY_COLUMNS, score_summary
 from discovery.runtime.progress import status
 from discovery.runtime.wandb_logging import WandbRun
 from discovery.workflows.evaluate.cells import CellResult
@@ -23,17 +23,7 @@ RESULT_COLUMNS = [
     "drift",
     "family",
     "drift_source",
-    "seeds",
-    "n_finite",
-    "mean",
-    "mean_ci_low",
-    "mean_ci_high",
-    "median",
-    "median_ci_low",
-    "median_ci_high",
-    "iqm",
-    "iqm_ci_low",
-    "iqm_ci_high",
+    *SEED_SUMMARY_COLUMNS,
     "random_return",
     "reference",
     "normalized_mean",
