@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from discovery.commands.arguments import add_wandb_arguments
 from discovery.io import configs
-from discovery.workflows.distill import (
-    DEFAULT_PROGRESS,
-    FAMILIES,
-    DistillRequest,
-    distill_drift,
-)
+from discovery.workflows.distill import DEFAULT_PROGRESS, FAMILIES
+from discovery.workflows.distill_run import DistillRequest, distill_drift
 
 EXAMPLE = "discovery distill --drift runs/lpo/best_drift.npz --env CartPole-v1 --check --out runs/distill"
 

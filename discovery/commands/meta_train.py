@@ -5,7 +5,7 @@ from __future__ import annotations
 import drift_functions
 from discovery.commands.arguments import add_run_arguments, add_wandb_arguments, overrides_from
 from discovery.runtime.progress import interruptible
-from discovery.workflows.meta_training import MetaTrainRequest, meta_train
+from discovery.workflows.meta_run import MetaTrainRequest, meta_train
 
 EXAMPLE = "discovery meta-train --config configs/meta/cartpole_demo.yaml --generations 3 --out /tmp/m"
 

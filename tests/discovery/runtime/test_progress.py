@@ -1,5 +1,7 @@
 """Tests of discovery/runtime/progress."""
 
+import re
+
 import numpy as np
 
 
@@ -18,7 +20,10 @@ def test_training_progress_log_lines_carry_rate_elapsed_and_eta(capsys):
         tracker.start()
         tracker.callback(np.array([10, 10]))
     err = capsys.readouterr().err
-    assert "update 10/10" in err and "env-steps/s" in err and "elapsed 0:00:00, eta 0:00:00" in err
+    # The line's shape, not its times: how long the test took is not what it checks.
+    assert (
+        "update 10/10" in err and "env-steps/s" in err and re.search(r"elapsed \d+:\d\d:\d\d, eta \d+:\d\d:\d\d", err)
+    )
     columns = [type(c).__name__ for c in tracker.progress.columns]
     assert "TimeElapsedColumn" in columns and "TimeRemainingColumn" in columns
 

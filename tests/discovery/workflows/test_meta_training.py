@@ -407,15 +407,15 @@ def test_meta_config_yaml_keeps_override_types():
 
 
 def test_ctrl_c_during_meta_train_says_resume_continues(tmp_path, capsys, monkeypatch):
-    from discovery.workflows import meta_training
+    from discovery.workflows import meta_run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        meta_training, "reference_returns", lambda specs, seeds, seed: np.array([[20.0, 200.0]] * len(specs))
+        meta_run, "reference_returns", lambda specs, seeds, seed: np.array([[20.0, 200.0]] * len(specs))
     )
-    monkeypatch.setattr(meta_training, "run_generations", interrupted)
+    monkeypatch.setattr(meta_run, "run_generations", interrupted)
     out = tmp_path / "m"
     assert main(["meta-train", "--config", "configs/meta/cartpole_demo.yaml", "--out", str(out)]) == 130
     err = capsys.readouterr().err.replace("\n", "")

@@ -1,0 +1,292 @@
+"""`discovery meta-train` end to end: start or resume a run (one line for every refusal), train its
+generations with a progress bar and W&B, plot, and compare the learned drift with PPO and DPO (`--compare`).
+
+The generation loop, checkpoints and configs it uses are in :mod:`discovery.workflows.meta_training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.markup import escape
+
+import meta
+from discovery.io.drift_registry import discovered, resolve_drift
+from discovery.io.outputs import (
+    atomic_write_json,
+    atomic_write_text,
+    claim_run_dir,
+    environment_info,
+    prepare_run_dir,
+)
+from discovery.reporting.plots import plot_fitness_curve
+from discovery.reporting.stats import mean_ci, paired_difference, reading_of_difference
+from discovery.runtime import distributed
+from discovery.runtime.baselines import reference_returns
+from discovery.runtime.errors import UserError
+from discovery.runtime.learners import run_seeds
+from discovery.runtime.progress import eta_text, make_progress, set_interrupt_hint, status
+from discovery.runtime.wandb_logging import WandbRun, preflight
+from discovery.workflows.fitness import build_validation
+from discovery.workflows.meta_training import (
+    MetaRun,
+    build_run,
+    initial_state,
+    latest_checkpoint_file,
+    load_checkpoint,
+    load_meta_config,
+    members_per_micro_batch,
+    read_metrics,
+    run_generations,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainRequest:
+    """What `discovery meta-train` asks for (its parsed arguments)."""
+
+    compare: Any = None
+    compare_seeds: Any = None
+    config: Any = None
+    out: Any = None
+    overwrite: Any = None
+    resume: Any = None
+    wandb: Any = None
+    wandb_entity: Any = None
+    wandb_group: Any = None
+    wandb_project: Any = None
+    overrides: Any = None
+
+
+def meta_train(request: MetaTrainRequest) -> int:
+    """Run `discovery meta-train` for ``request``; a user error raises :class:`UserError`."""
+    references = None
+    state = None
+    start = 0
+    if request.resume:
+        if request.out and Path(request.out).resolve() != Path(request.resume).resolve():
+            raise UserError(
+                f"--resume {request.resume} continues that run in its own directory, so --out {request.out} would be "
+                "ignored; "
+                f"drop --out (to branch the run, copy {request.resume} to {request.out} and pass --resume "
+                f"{request.out})"
+            )
+        out = Path(request.resume)
+        if distributed.active():
+            out = _mirror_resume_dir(out)
+        if not out.is_dir():
+            raise UserError(f"--resume directory {out} does not exist")
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume directory {out} is not a meta-training run (no config.yaml)")
+        if distributed.is_main():
+            claim_run_dir(out)  # two resumes of one run would write over each other
+        stored = load_meta_config(str(out / "config.yaml"), {})
+        config = load_meta_config(request.config or str(out / "config.yaml"), request.overrides)
+        if config.identity() != stored.identity():
+            changed = sorted(k for k in stored.identity() if stored.identity()[k] != config.identity().get(k))
+            raise UserError(
+                f"--resume {out} was started with a different config (differs in: {', '.join(changed)}); "
+                "only generations, population_chunk and checkpoint_every may change on resume"
+            )
+    else:
+        if not request.config:
+            raise UserError("--config is required (e.g. configs/meta/cartpole_demo.yaml), or --resume DIR")
+        config = load_meta_config(request.config, request.overrides)
+        out = Path(request.out or f"runs/meta_{datetime.now():%Y%m%d-%H%M%S}")
+    distributed.agree("the meta-training config", json.dumps(config.identity(), sort_keys=True, default=str))
+
+    run_ = build_run(config, None)  # validates drift, tasks and ES before anything heavy
+    preflight(request.wandb)
+    if request.resume:
+        latest = latest_checkpoint_file(out)
+        if latest is not None:
+            checkpoint = load_checkpoint(latest, run_.strategy, config)
+            state, start, references = checkpoint.es_state, checkpoint.generation, checkpoint.references
+            if config.generations < start:  # config.yaml must never claim fewer generations than the run holds
+                raise UserError(
+                    f"{out} already has {start} generations; --generations is the total to reach, so "
+                    f"{config.generations} would run nothing: give --generations {start + 1} or more to continue"
+                )
+            status(f"resuming {out} from generation {start} ({latest.name})")
+        else:
+            status(f"no checkpoint in {out} yet: starting it from generation 0")
+    else:
+        out = prepare_run_dir(out, overwrite=request.overwrite)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    set_interrupt_hint(
+        f"`discovery meta-train --resume {out}` continues this run from its last checkpoint "
+        f"(one every {config.checkpoint_every} generations)"
+    )
+
+    if references is None or np.ndim(references) != 2:  # runs from before random normalisation stored PPO's only
+        references = reference_returns(run_.specs, config.seeds, config.seed)
+    status(
+        "reference returns (random policy → PPO-clip): "
+        + ", ".join(f"{s.env} {r[0]:.4g} → {r[1]:.4g}" for s, r in zip(run_.specs, references))
+    )
+    run_ = build_run(config, references)
+    if config.validate_every:
+        status(f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds per task…[/dim]")
+        run_.validation = build_validation(
+            run_.specs, run_.drift, config.validation_seeds, config.seed, references[:, 0]
+        )
+        status(
+            "validation PPO returns: "
+            + ", ".join(f"{s.env} {r:.4g}" for s, r in zip(run_.specs, run_.validation.ppo_returns))
+        )
+    if state is None:
+        state = initial_state(run_)
+
+    layout = meta.sharding.plan(config.es.population_size, members_per_micro_batch(config))
+    devices = (
+        f"{distributed.describe(layout.mesh.devices.flat)}, micro-batches of {layout.micro_batch} members "
+        f"× {config.seeds} seeds"
+    )
+    tasks = ", ".join(t.env for t in config.tasks)
+    status(
+        f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
+        f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per "
+        "generation, "
+        f"generations {start}→{config.generations}, {devices} → {out}"
+    )
+    wandb_run = WandbRun(
+        request.wandb,
+        out,
+        project=request.wandb_project,
+        entity=request.wandb_entity,
+        group=request.wandb_group,
+        name=out.name,
+        config=config.to_dict(),
+        job_type="meta-train",
+    )
+    progress = make_progress()
+    task = progress.add_task("generations", total=config.generations, completed=start, rate="")
+
+    def on_generation(row):
+        mean, best, sigma = (
+            row[k] if row[k] is not None else float("nan") for k in ("fitness_mean", "best_fitness", "sigma")
+        )
+        progress.update(
+            task,
+            advance=1,
+            rate=f"fit {mean:.3g} best {best:.3g} σ {sigma:.3g} · {row['env_steps_per_second']:,.0f} steps/s",
+        )
+        if not progress.console.is_terminal:
+            done = row["generation"] + 1 - start
+            status(
+                f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max "
+                f"{row['fitness_max'] or float('nan'):.4g}, "
+                f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
+                f"({row['env_steps_per_second']:,.0f} env-steps/s), "
+                f"{eta_text(done, config.generations - start, time.perf_counter() - started)}"
+            )
+        validation = row.get("validation")
+        if validation:
+            status(
+                f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) "
+                "on "
+                f"fresh seeds; returns {', '.join(f'{v:.4g}' for v in validation['returns'])}"
+            )
+        logged = {k: v for k, v in row.items() if k not in ("fitness", "validation") and v is not None}
+        if validation and validation["score"] is not None:
+            logged["validation_score"] = validation["score"]
+        wandb_run.log(logged, step=row["generation"])
+
+    started = time.perf_counter()
+    if start < config.generations:
+        status("[dim]compiling the generation (the first one includes compile time)…[/dim]")
+        with progress:
+            state, rows = run_generations(run_, state, start, config.generations, out, on_generation)
+    else:
+        rows = read_metrics(out)
+        status(f"{out} already has {start} generations; nothing to run (raise --generations to continue)")
+    elapsed = time.perf_counter() - started
+    if rows:
+        plot_fitness_curve(
+            rows,
+            out / "fitness.png",
+            title=f"{config.drift} on {tasks} ({config.es.algorithm})",
+            normalized=config.uses_reference,
+        )
+    summary = {
+        "generations": config.generations,
+        "seconds_this_session": elapsed,
+        "references": references,
+        "final_fitness_mean": rows[-1]["fitness_mean"] if rows else None,
+        "best_fitness": rows[-1]["best_fitness"] if rows else None,
+    }
+    status(
+        f"done: {len(rows)} generations, last mean fitness {summary['final_fitness_mean']}, best "
+        f"{summary['best_fitness']} "
+        f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, best_drift.npz, "
+        "fitness.png"
+    )
+
+    if request.compare:
+        summary["comparison"] = compare_on_first_task(run_, out, request.compare_seeds, wandb_run)
+    atomic_write_json(out / "summary.json", {**summary, "environment": environment_info()})
+    wandb_run.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    wandb_run.finish()
+    return 0
+
+
+def _mirror_resume_dir(out: Path) -> Path:
+    """In a multi-process run: process 0's ``out`` (config, checkpoints, metrics) copied into every other
+    process's private directory, so hosts need no shared file system; process 0 keeps ``out``."""
+    exists = distributed.broadcast_json(out.is_dir() if distributed.is_main() else None)
+    if not exists:
+        return out  # every process then reports the missing directory
+    local = out if distributed.is_main() else distributed.private_dir() / "resume"
+    distributed.mirror(local, ["config.yaml", "metrics.jsonl", "checkpoints"])
+    return local
+
+
+def compare_on_first_task(run_: MetaRun, out: Path, num_seeds: int, wandb_run) -> dict:
+    """Train the freshly learned drift (ES mean), every shipped discovered drift, PPO and DPO on the
+    first task at the meta-training budget, on fresh paired seeds, and say what the table shows."""
+    spec = run_.specs[0]
+    # Fresh seeds, disjoint from the ones the ES saw (those were fold_in(run_key, generation)).
+    seed = run_.config.seed + 10_000
+    rows = []
+    for text in [str(out / "drift.npz"), *discovered(), "ppo", "dpo"]:
+        resolved = resolve_drift(text)
+        label = "learned (this run)" if text == str(out / "drift.npz") else resolved.label
+        result = run_seeds(spec, resolved, num_seeds, seed=seed, description=f"compare {label}")
+        mean, low, high = mean_ci(result.final_returns)
+        rows.append({"drift": label, "mean": mean, "ci95": [low, high], "per_seed": result.final_returns.tolist()})
+    ppo = next(r for r in rows if r["drift"] == "ppo")
+    readings = [
+        reading_of_difference(r["drift"], "PPO", paired_difference(r["per_seed"], ppo["per_seed"], seed=seed))
+        for r in rows
+        if r["drift"] not in ("ppo",)
+    ]
+    width = max(len(r["drift"]) for r in rows)
+    lines = [
+        f"{spec.env}, {spec.ppo.env_steps:,} steps, {num_seeds} fresh seeds, the same for every drift (final return, "
+        "95% CI):"
+    ]
+    lines += [f"  {r['drift']:<{width}}  {r['mean']:8.1f}  [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" for r in rows]
+    lines += ["", "Reading:"] + [f"  {line}" for line in readings]
+    status(escape("\n".join(lines)))
+    atomic_write_json(
+        out / "comparison.json",
+        {
+            "env": spec.env,
+            "env_steps": spec.ppo.env_steps,
+            "seeds": num_seeds,
+            "seed": seed,
+            "rows": rows,
+            "readings": readings,
+        },
+    )
+    wandb_run.log_table(
+        "comparison", ["drift", "mean", "ci_low", "ci_high"], [[r["drift"], r["mean"], *r["ci95"]] for r in rows]
+    )
+    return {"env": spec.env, "rows": rows, "readings": readings}
