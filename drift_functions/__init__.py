@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from drift_functions.base import Drift
+from drift_functions.base import DEFAULT_REGIME, Drift, Regime
 from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
-from drift_functions.learned import lpo_features, make_lpo, make_ta_lpo
+from drift_functions.learned import lpo_features, make_lpo, make_ra_lpo, make_ta_lpo
 from drift_functions.polynomial import dpo_poly_drift, make_dpo_poly
 
 _REGISTRY: dict[str, Callable[..., Drift]] = {
@@ -30,9 +30,10 @@ _REGISTRY: dict[str, Callable[..., Drift]] = {
     "dpo_poly": make_dpo_poly,
     "lpo": make_lpo,
     "ta_lpo": make_ta_lpo,
+    "ra_lpo": make_ra_lpo,
 }
 # Friendly spellings users type; they resolve to a registered family.
-_ALIASES = {"ppo": "ppo_clip", "talpo": "ta_lpo", "ta-lpo": "ta_lpo"}
+_ALIASES = {"ppo": "ppo_clip", "talpo": "ta_lpo", "ta-lpo": "ta_lpo", "ralpo": "ra_lpo", "ra-lpo": "ra_lpo"}
 
 
 class UnknownDriftError(ValueError):
@@ -145,7 +146,9 @@ def _parse_scalar(text: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_REGIME",
     "Drift",
+    "Regime",
     "UnknownDriftError",
     "dpo_drift",
     "dpo_poly_drift",

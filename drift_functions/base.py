@@ -2,8 +2,8 @@
 
 A drift is a pair of pure functions bound to static options:
 
-    init(key) -> params                                                   (a pytree)
-    apply(params, ratio, advantage, progress, log_ratio=None) -> drift    (elementwise)
+    init(key) -> params                                                               (a pytree)
+    apply(params, ratio, advantage, progress, log_ratio=None, regime=None) -> drift   (elementwise)
 
 ``ratio`` and ``advantage`` have any common shape ``S``; ``progress`` is a
 scalar (or broadcastable to ``S``) in ``[0, 1]``; the result has shape ``S``.
@@ -12,6 +12,12 @@ policy loss forms ``ratio = exp(log_ratio)``); every drift takes ``log r`` from
 it, never from ``ratio``, so ``log r`` stays exact and finite where ``ratio``
 rounds to 0. Left out (``None``), it is ``log(ratio)``: the four positional
 arguments alone remain a complete call.
+
+``regime`` (a :class:`Regime`) says where in its run the learner is beyond
+``progress``: the epoch within the current batch and the run's shape (epochs per
+batch, updates in the lifetime). The learner always passes it; a drift that does
+not read it need not declare it (it is dropped for it), and ``None`` means
+:data:`DEFAULT_REGIME`.
 
 Values that a user may want to sweep or meta-learn (ε, α, β, network weights)
 live in ``params`` so that they ``vmap``; choices that change shapes live in
@@ -23,14 +29,31 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 Params = Any
 InitFn = Callable[[jax.Array], Params]
-ApplyFn = Callable[..., jax.Array]  # (params, ratio, advantage, progress, log_ratio=None) -> drift
+ApplyFn = Callable[..., jax.Array]  # (params, ratio, advantage, progress, log_ratio=None, regime=None) -> drift
+
+
+class Regime(NamedTuple):
+    """The learner's schedule, as a regime-aware drift sees it (scalars, traced or not).
+
+    ``epoch_progress`` = k / K for the k-th of K epochs on the current batch
+    (k = 0 … K−1, so ``[0, 1)``); ``num_epochs`` = K (``update_epochs``);
+    ``num_updates`` = N, the lifetime in updates (``total_timesteps / batch_size``).
+    """
+
+    epoch_progress: Any = 0.0
+    num_epochs: Any = 4.0
+    num_updates: Any = 100.0
+
+
+# What a drift sees without a learner around it (plots, distillation): the first epoch of PPO's usual 4.
+DEFAULT_REGIME = Regime()
 
 
 def log_ratio_or_log(ratio: jax.Array, log_ratio: jax.Array | None) -> jax.Array:
@@ -46,10 +69,11 @@ class Drift:
       name: registry name of the family (``ppo_clip``, ``dpo``, ``lpo``, ...).
       options: the keyword arguments it was made with (JSON-serialisable).
       init: ``key -> params``.
-      apply: ``(params, ratio, advantage, progress, log_ratio=None) -> drift``,
-        elementwise. An ``apply`` written without ``log_ratio`` (a wrapper that
-        only passes the four positional arguments on) is adapted on
-        construction to accept and ignore it, so every ``Drift`` takes it.
+      apply: ``(params, ratio, advantage, progress, log_ratio=None, regime=None) -> drift``,
+        elementwise. An ``apply`` written without ``log_ratio`` or ``regime``
+        (a wrapper that only passes the four positional arguments on) is
+        adapted on construction to accept and ignore what it lacks, so every
+        ``Drift`` takes both.
     """
 
     name: str
@@ -58,8 +82,9 @@ class Drift:
     apply: ApplyFn
 
     def __post_init__(self):
-        if not _takes_log_ratio(self.apply):
-            object.__setattr__(self, "apply", _ignoring_log_ratio(self.apply))
+        missing = _missing_keywords(self.apply)
+        if missing:
+            object.__setattr__(self, "apply", _dropping(self.apply, missing))
 
     @property
     def spec(self) -> str:
@@ -72,17 +97,25 @@ class Drift:
         return hash(self.spec)
 
 
-def _takes_log_ratio(apply: Callable) -> bool:
+OPTIONAL_INPUTS = ("log_ratio", "regime")  # keyword inputs every Drift.apply accepts
+
+
+def _missing_keywords(apply: Callable) -> tuple[str, ...]:
+    """The optional inputs ``apply`` does not declare (none if it takes ``**kwargs`` or has no signature)."""
     try:
         parameters = inspect.signature(apply).parameters.values()
     except (TypeError, ValueError):  # no signature to read: leave it as given
-        return True
-    return any(p.name == "log_ratio" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return ()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return ()
+    names = {p.name for p in parameters}
+    return tuple(name for name in OPTIONAL_INPUTS if name not in names)
 
 
-def _ignoring_log_ratio(apply: Callable) -> ApplyFn:
-    def adapted(params, ratio, advantage, progress, log_ratio=None):
-        del log_ratio  # ``apply`` takes log r from ``ratio`` itself
-        return apply(params, ratio, advantage, progress)
+def _dropping(apply: Callable, missing: tuple[str, ...]) -> ApplyFn:
+    def adapted(params, ratio, advantage, progress, log_ratio=None, regime=None):
+        given = {"log_ratio": log_ratio, "regime": regime}
+        # An ``apply`` without ``log_ratio`` takes log r from ``ratio`` itself; one without ``regime`` ignores it.
+        return apply(params, ratio, advantage, progress, **{k: v for k, v in given.items() if k not in missing})
 
     return adapted

@@ -1,4 +1,4 @@
-"""Learned drifts: LPO and temporally-aware LPO (TA-LPO).
+"""Learned drifts: LPO, temporally-aware LPO (TA-LPO) and regime-aware LPO (RA-LPO).
 
 The network is bias-free and every input feature is zero at ``r = 1``, so its
 output is exactly zero there for any weights; subtracting ``1e-4`` inside the
@@ -11,11 +11,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import Drift, log_ratio_or_log
+from drift_functions.base import DEFAULT_REGIME, Drift, Regime, log_ratio_or_log
 from drift_functions.closed_form import ppo_clip_drift
 
 NUM_FEATURES = 8
 FLATNESS_MARGIN = 1e-4
+# RA-LPO's scale of log K and log N: log 16 (the most epochs in the training mix) and log 1000 updates map to 1.
+LOG_EPOCHS_SCALE = float(jnp.log(16.0))
+LOG_UPDATES_SCALE = float(jnp.log(1000.0))
 
 
 def lpo_features(ratio: jax.Array, advantage: jax.Array, log_ratio: jax.Array | None = None) -> jax.Array:
@@ -118,6 +121,76 @@ def make_ta_lpo(hidden_size: int = 128, ppo_init: bool = False, epsilon: float =
 
     options = {"hidden_size": hidden_size, "ppo_init": ppo_init, "epsilon": float(epsilon)}
     return Drift("ta_lpo", options, init, apply)
+
+
+REGIME_INPUTS = ("epoch_progress", "log_epochs", "log_lifetime")
+
+
+def regime_gates(progress, regime: Regime | None, epoch_progress: bool, log_epochs: bool, log_lifetime: bool) -> list:
+    """RA-LPO's scalar gates, each multiplying the 8 LPO features: always ``p = n/N``, then as chosen
+    ``k/K``, ``log K / log 16`` and ``log N / log 1000``."""
+    regime = DEFAULT_REGIME if regime is None else regime
+    gates = [progress]
+    if epoch_progress:
+        gates.append(regime.epoch_progress)
+    if log_epochs:
+        gates.append(jnp.log(jnp.asarray(regime.num_epochs, jnp.float32)) / LOG_EPOCHS_SCALE)
+    if log_lifetime:
+        gates.append(jnp.log(jnp.asarray(regime.num_updates, jnp.float32)) / LOG_UPDATES_SCALE)
+    return gates
+
+
+def make_ra_lpo(
+    hidden_size: int = 128,
+    ppo_init: bool = True,
+    epsilon: float = 0.2,
+    epoch_progress: bool = True,
+    log_epochs: bool = True,
+    log_lifetime: bool = False,
+) -> Drift:
+    """RA-LPO: LPO whose features are also multiplied by each input that says which regime the learner is in.
+
+        x = [f, p·f, e·f, κ·f, λ·f]      f = lpo_features(r, Â)  (8 each)
+
+    with training progress ``p = n/N``, epoch progress ``e = k/K`` (the k-th of
+    K epochs on the current batch), ``κ = log K / log 16`` and
+    ``λ = log N / log 1000`` (N updates in the lifetime); ``e``, ``κ`` and ``λ``
+    are each optional (``epoch_progress``, ``log_epochs``, ``log_lifetime``).
+    It extends TA-LPO (``x = [f, p·f]``), which is RA-LPO with all three off.
+
+    Every input is a product with an ``f`` feature, all of which vanish at
+    ``r = 1``, so the drift keeps LPO's guarantees for *every* value of the
+    regime inputs: zero and flat at ``r = 1``, non-negative everywhere. PPO-
+    initialised by default: random hidden weights and a zero output layer, so
+    the initial drift is PPO-clip's and a perturbation of it is first-order.
+    Shapes: ``ratio``, ``advantage`` ``[...]``; ``progress`` and the
+    :class:`~drift_functions.base.Regime` fields scalars (or broadcastable).
+    """
+    hidden_size = int(hidden_size)
+    ppo_init = _check_bool(ppo_init)
+    flags = {name: _check_bool(value) for name, value in zip(REGIME_INPUTS, (epoch_progress, log_epochs, log_lifetime))}
+    _check_epsilon(epsilon)
+    num_gates = 1 + sum(flags.values())
+
+    def init(key):
+        weights = _init_weights(key, (1 + num_gates) * NUM_FEATURES, hidden_size, zeros=False)
+        if ppo_init:
+            # Only the output layer starts at zero (so the drift starts as PPO's exactly). All-zero weights would make
+            # every antithetic pair (μ ± ε) the same drift, since tanh is odd: −w·tanh(−Wx) = w·tanh(Wx).
+            weights["w_out"] = jnp.zeros_like(weights["w_out"])
+        return weights
+
+    def apply(params, ratio, advantage, progress, log_ratio=None, regime=None):
+        features = lpo_features(ratio, advantage, log_ratio)
+        batch_shape = features.shape[:-1]
+        gates = [jnp.broadcast_to(jnp.asarray(g, features.dtype), batch_shape)[..., None] for g in regime_gates(
+            progress, regime, **flags
+        )]
+        out = lpo_network(params, jnp.concatenate([features] + [features * g for g in gates], axis=-1))
+        return _learned_drift(out, ratio, advantage, ppo_init, epsilon)
+
+    options = {"hidden_size": hidden_size, "ppo_init": ppo_init, "epsilon": float(epsilon), **flags}
+    return Drift("ra_lpo", options, init, apply)
 
 
 def _check_bool(value) -> bool:

@@ -289,10 +289,11 @@ def run_generation(
     strategy: Strategy,
     state: ESState,
     key: jax.Array,
-    fitness_fn: FitnessFn,
+    fitness_fn: FitnessFn | None,
     *,
     devices: Sequence[jax.Device] | None = None,
     micro_batch: int | None = None,
+    evaluate: Callable[[PyTree, jax.Array], jax.Array] | None = None,
 ) -> tuple[ESState, GenerationStats]:
     """ask → evaluate (every member with one shared key) → tell (which sanitises).
 
@@ -300,12 +301,16 @@ def run_generation(
     unchanged (the mean, σ, the learning-rate and σ schedules, the best member).
 
     `fitness_fn(key, member) -> ()` is maximised; `devices` and `micro_batch` go to
-    `evaluate_population`.
+    `evaluate_population`. `evaluate(population, key) -> (P,)`, when given, replaces
+    that call (a caller whose fitness is several population evaluations, e.g. one per task).
     """
     key_ask, key_eval, key_tell = jax.random.split(key, 3)
     before = state
     population, state = strategy.ask(key_ask, state)
-    fitness = evaluate_population(fitness_fn, population, key_eval, devices=devices, micro_batch=micro_batch)
+    if evaluate is not None:
+        fitness = jnp.asarray(evaluate(population, key_eval))
+    else:
+        fitness = evaluate_population(fitness_fn, population, key_eval, devices=devices, micro_batch=micro_batch)
     _, num_nonfinite = sanitize_fitness(fitness)
     sigma = strategy.sigma(state)
     # `tell` gets the raw fitness: it sanitises it itself, and only there can it see that every

@@ -5,6 +5,11 @@ Meta-training's fitness of a drift is the mean over tasks of
 where ``R`` is the mean final return of ``seeds`` inner learners that use the
 drift, and ``R_random`` / ``R_ppo`` are a uniform-random policy's and PPO-clip's
 returns on that task, computed once when a run starts and stored in its checkpoints.
+
+With sampled tasks or settings (:mod:`discovery.workflows.task_settings`),
+:class:`SampledFitness` scores a generation instead: each drawn task at its
+drawn setting, normalised by PPO-clip trained *in the same generation, at the
+same setting, on the same seeds* (paired, so the seeds' luck cancels).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import numpy as np
 from discovery.io.configs import TrainSpec
 from discovery.io.drift_registry import resolve_drift
 from discovery.reporting.stats import finite_or_none, normalized_score
+import drift_functions
+import meta
 from discovery.runtime.learners import compile_learners, run_seeds, seed_keys
+from discovery.workflows.task_settings import Draw
 from rl_algos.ppo import SEEDS, HParams, make_train_batch
 
 # Validation seeds come from this key; the ES's own seeds are fold_in(PRNGKey(seed), generation)
@@ -53,6 +61,102 @@ def make_fitness_fn(specs: list[TrainSpec], drift, num_seeds: int, references: n
     """``fitness(key, drift_params) -> ()``: the mean over tasks of :func:`make_task_scores_fn`."""
     scores = make_task_scores_fn(specs, drift, num_seeds, references)
     return lambda key, drift_params: jnp.mean(scores(key, drift_params))
+
+
+# A generation's PPO gap (R_ppo − R_random at the drawn setting) is floored at this fraction of the task's gap at
+# its base setting, so a draw where PPO happens to learn little cannot blow one task's scores up over the others'.
+REFERENCE_GAP_FLOOR = 0.1
+
+
+@dataclasses.dataclass
+class DrawResult:
+    """One drawn task of a generation: its members' mean final returns and PPO's on the same seeds."""
+
+    draw: Draw
+    returns: np.ndarray  # [P]
+    ppo_return: float
+    scores: np.ndarray  # [P], normalised
+    env_steps: int  # by the members and PPO together
+
+
+class SampledFitness:
+    """A generation's fitness when tasks or settings are drawn: the mean over the drawn tasks of
+
+        (R − R_random) / max(R_ppo − R_random, 0.1 · gap_base)
+
+    where ``R`` is a member's mean final return over ``seeds`` learners at the
+    drawn setting, ``R_ppo`` PPO-clip's on the same seeds and setting (run once
+    per drawn task, so it costs ``1/P`` of the members' work), and ``gap_base``
+    the task's PPO gap at its base setting (``references``, from the run's start).
+
+    ``variant_specs[t][v]`` is task ``t``'s static variant ``v``; each (task,
+    variant) compiles once, for the members and for PPO, and is reused.
+    """
+
+    def __init__(self, variant_specs, drift, num_seeds: int, references: np.ndarray, micro_batch: int):
+        self.variant_specs = variant_specs
+        self.drift = drift
+        self.num_seeds = num_seeds
+        self.references = np.asarray(references, np.float64)  # [tasks, 2]: random, PPO at the base setting
+        self.micro_batch = micro_batch
+        self._members: dict = {}
+        self._ppo: dict = {}
+        self._ppo_drift = drift_functions.make("ppo_clip")
+
+    def _hparams(self, spec, draw: Draw) -> HParams:
+        hparams = HParams.from_config(spec.ppo)
+        if "learning_rate" in draw.values:
+            hparams = hparams.replace(learning_rate=jnp.float32(draw.values["learning_rate"]))
+        return hparams
+
+    def _member_fn(self, task: int, variant: int):
+        if (task, variant) not in self._members:
+            spec = self.variant_specs[task][variant]
+            batch = make_train_batch(spec.ppo, spec.make_env(), self.drift, SEEDS)
+            seeds = self.num_seeds
+
+            def member_return(key, member):
+                params, hparams = member
+                return jnp.mean(batch(jax.random.split(key, seeds), params, hparams).final_returns)
+
+            self._members[task, variant] = member_return
+        return self._members[task, variant]
+
+    def _ppo_fn(self, task: int, variant: int):
+        if (task, variant) not in self._ppo:
+            spec = self.variant_specs[task][variant]
+            batch = make_train_batch(spec.ppo, spec.make_env(), self._ppo_drift, SEEDS)
+            params = self._ppo_drift.init(jax.random.PRNGKey(0))
+            self._ppo[task, variant] = jax.jit(lambda keys, hparams: batch(keys, params, hparams).final_returns)
+        return self._ppo[task, variant]
+
+    def evaluate(self, draws: list[Draw], population, key: jax.Array) -> tuple[np.ndarray, list[DrawResult]]:
+        """``([P] fitness, per-draw results)``; draw ``i`` trains on ``split(fold_in(key, task), seeds)``."""
+        size = jax.tree.leaves(population)[0].shape[0]
+        results = []
+        for draw in draws:
+            spec = self.variant_specs[draw.task][draw.variant]
+            hparams = self._hparams(spec, draw)
+            key_task = jax.random.fold_in(key, draw.task)
+            shared = jax.tree.map(lambda x: jnp.broadcast_to(x, (size,) + jnp.shape(x)), hparams)
+            returns = np.asarray(
+                meta.evaluate_population(
+                    self._member_fn(draw.task, draw.variant),
+                    (population, shared),
+                    key_task,
+                    micro_batch=self.micro_batch,
+                ),
+                np.float64,
+            )
+            keys = jax.random.split(key_task, self.num_seeds)
+            ppo_return = float(np.nanmean(np.asarray(self._ppo_fn(draw.task, draw.variant)(keys, hparams))))
+            random_return, base_ppo = self.references[draw.task]
+            gap = max(ppo_return - random_return, REFERENCE_GAP_FLOOR * abs(base_ppo - random_return))
+            scores = (returns - random_return) / gap
+            steps = (size + 1) * self.num_seeds * spec.ppo.env_steps
+            results.append(DrawResult(draw, returns, ppo_return, scores, steps))
+        fitness = np.mean(np.stack([r.scores for r in results]), axis=0)
+        return fitness, results
 
 
 @dataclasses.dataclass

@@ -45,6 +45,7 @@ from discovery.workflows.meta_training import (
     members_per_micro_batch,
     read_metrics,
     run_generations,
+    validation_points,
 )
 
 
@@ -133,13 +134,21 @@ def meta_train(request: MetaTrainRequest) -> int:
     )
     run_ = build_run(config, references)
     if config.validate_every:
-        status(f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds per task…[/dim]")
+        points = validation_points(config)
+        status(
+            f"[dim]validation: PPO-clip on {config.validation_seeds} fresh seeds at each of {len(points)} "
+            "settings…[/dim]"
+        )
         run_.validation = build_validation(
-            run_.specs, run_.drift, config.validation_seeds, config.seed, references[:, 0]
+            [spec for _, _, spec in points],
+            run_.drift,
+            config.validation_seeds,
+            config.seed,
+            references[[task for task, _, _ in points], 0],
         )
         status(
             "validation PPO returns: "
-            + ", ".join(f"{s.env} {r:.4g}" for s, r in zip(run_.specs, run_.validation.ppo_returns))
+            + ", ".join(f"{label} {r:.4g}" for (_, label, _), r in zip(points, run_.validation.ppo_returns))
         )
     if state is None:
         state = initial_state(run_)
@@ -150,10 +159,16 @@ def meta_train(request: MetaTrainRequest) -> int:
         f"× {config.seeds} seeds"
     )
     tasks = ", ".join(t.env for t in config.tasks)
+    if config.sampling:
+        drawn = config.tasks_per_generation or len(config.tasks)
+        per_generation = (
+            f"{drawn} of {len(config.tasks)} tasks and their settings drawn per generation, PPO beside each draw"
+        )
+    else:
+        per_generation = f"{run_.env_steps_per_generation:,} env steps per generation"
     status(
         f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
-        f"{config.es.population_size} × {config.seeds} seeds, {run_.env_steps_per_generation:,} env steps per "
-        "generation, "
+        f"{config.es.population_size} × {config.seeds} seeds, {per_generation}, "
         f"generations {start}→{config.generations}, {devices} → {out}"
     )
     wandb_run = WandbRun(

@@ -37,7 +37,8 @@ from discovery.io.outputs import (
 from discovery.reporting.stats import finite_or_none
 from discovery.runtime import devices
 from discovery.runtime.errors import UserError
-from discovery.workflows.fitness import Validation, make_fitness_fn
+from discovery.workflows import task_settings
+from discovery.workflows.fitness import SampledFitness, Validation, make_fitness_fn
 
 CHECKPOINT_PREFIX = "gen_"
 KEEP_CHECKPOINTS = 3
@@ -46,7 +47,20 @@ KEEP_CHECKPOINTS = 3
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
     env: str
-    overrides: dict  # PPOConfig fields / Brax env options for this task
+    overrides: dict  # PPOConfig fields / Brax env options for this task (fixed values)
+    sampled: dict = dataclasses.field(default_factory=dict)  # {key: task_settings.Choices | LogUniform}
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "overrides": {**self.overrides, **{k: d.to_yaml() for k, d in self.sampled.items()}}}
+
+    def base_overrides(self) -> dict:
+        """The fixed overrides with every distribution at its middle (see :func:`task_settings.base_setting`)."""
+        return {**self.overrides, **task_settings.base_setting(self.sampled)}
+
+    def variant_overrides(self) -> list[dict]:
+        """One overrides mapping per static variant, the learning rate at its middle."""
+        base = self.base_overrides()
+        return [{**base, **variant} for variant in task_settings.static_variants(self.sampled)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +79,13 @@ class MetaConfig:
     population_chunk: int | None = None
     validate_every: int = 0  # generations between validations; 0: off
     validation_seeds: int = 16
+    tasks_per_generation: int | None = None  # draw this many tasks per generation (None: all)
 
     def to_dict(self) -> dict:
         return {
             "drift": self.drift,
             "drift_options": dict(self.drift_options),
-            "tasks": [{"env": t.env, "overrides": dict(t.overrides)} for t in self.tasks],
+            "tasks": [t.to_dict() for t in self.tasks],
             "es": dataclasses.asdict(self.es),
             "generations": self.generations,
             "seeds": self.seeds,
@@ -80,6 +95,7 @@ class MetaConfig:
             "population_chunk": self.population_chunk,
             "validate_every": self.validate_every,
             "validation_seeds": self.validation_seeds,
+            "tasks_per_generation": self.tasks_per_generation,
         }
 
     def identity(self) -> dict:
@@ -92,7 +108,12 @@ class MetaConfig:
 
     @property
     def uses_reference(self) -> bool:
-        return self.normalize == "ppo" or (self.normalize == "auto" and len(self.tasks) > 1)
+        return self.sampling or self.normalize == "ppo" or (self.normalize == "auto" and len(self.tasks) > 1)
+
+    @property
+    def sampling(self) -> bool:
+        """Whether generations draw their tasks or settings (then PPO is re-run beside every generation)."""
+        return self.tasks_per_generation is not None or any(task.sampled for task in self.tasks)
 
 
 _SECTIONS = ("tasks", "es", "drift_options")  # meta YAML keys that are not plain MetaConfig values
@@ -147,7 +168,7 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
     if "drift_options" in data:
         yaml_options = data["drift_options"] or {}
     else:
-        yaml_options = {"ppo_init": True} if drift_name in ("lpo", "ta_lpo") else {}
+        yaml_options = {"ppo_init": True} if drift_name in ("lpo", "ta_lpo", "ra_lpo") else {}
     drift_options = (
         configs.route_overrides({f"drift.{k}": v for k, v in yaml_options.items()}, targets)["drift"] | routed["drift"]
     )
@@ -160,7 +181,7 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
     raw_tasks = data.get("tasks") or [{"env": "CartPole-v1"}]
     if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) and "env" in t for t in raw_tasks):
         raise UserError(f"'tasks' in {path} must be a list of mappings with an 'env' key")
-    tasks = tuple(TaskConfig(str(t["env"]), {**(t.get("overrides") or {}), **task_overrides}) for t in raw_tasks)
+    tasks = tuple(_task_config(index, t, task_overrides, path) for index, t in enumerate(raw_tasks))
     base = MetaConfig(drift_options=drift_options, tasks=tasks)
     config = configs.replace_fields(base, top, "meta config")
     try:
@@ -176,7 +197,31 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
             raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.population_chunk is not None and config.population_chunk < 1:
         raise UserError(f"population_chunk must be >= 1, got {config.population_chunk}")
+    if config.tasks_per_generation is not None and not 1 <= config.tasks_per_generation <= len(config.tasks):
+        raise UserError(
+            f"tasks_per_generation must be between 1 and the number of tasks ({len(config.tasks)}), got "
+            f"{config.tasks_per_generation}"
+        )
+    if config.sampling and config.normalize == "none":
+        raise UserError(
+            "normalize: none cannot be used with sampled tasks or settings: returns at different settings are only "
+            "comparable as scores against PPO at the same setting (use normalize: ppo or auto)"
+        )
     return config
+
+
+def _task_config(index: int, raw: dict, cli_overrides: dict, path: str) -> TaskConfig:
+    """One task: fixed overrides (the CLI's win) and the distributions of its sampled settings."""
+    where = f"task {index + 1} ({raw['env']}) in {path}"
+    overrides = dict(raw.get("overrides") or {})
+    unknown = sorted(set(raw) - {"env", "overrides"})
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; a task has keys env, overrides")
+    known = {name for target in configs.train_targets().values() for name in target}
+    listed = {k: v for k, v in overrides.items() if k in known and k not in cli_overrides}
+    fixed, sampled = task_settings.split_sampled(listed, where)
+    rest = {k: v for k, v in overrides.items() if k not in listed}  # unknown keys: load_train_spec names them
+    return TaskConfig(str(raw["env"]), {**rest, **fixed, **cli_overrides}, sampled)
 
 
 def searchable_families() -> list[str]:
@@ -197,7 +242,23 @@ def make_drift(config: MetaConfig) -> drift_functions.Drift:
 
 
 def task_specs(config: MetaConfig) -> list[TrainSpec]:
-    return [configs.load_train_spec(task.env, task.overrides)[0] for task in config.tasks]
+    """Each task at its base setting (its fixed overrides, every distribution at its middle)."""
+    return [configs.load_train_spec(task.env, task.base_overrides())[0] for task in config.tasks]
+
+
+def variant_specs(config: MetaConfig) -> list[list[TrainSpec]]:
+    """``[task][variant]``: every static variant of every task (loading each checks it is a valid setting)."""
+    specs = []
+    for index, task in enumerate(config.tasks):
+        per_task = []
+        for overrides in task.variant_overrides():
+            try:
+                per_task.append(configs.load_train_spec(task.env, overrides)[0])
+            except UserError as error:
+                variant = {k: overrides[k] for k in task.sampled if k in task_settings.STATIC_SAMPLED}
+                raise UserError(f"task {index + 1} ({task.env}) at {variant}: {error}") from None
+        specs.append(per_task)
+    return specs
 
 
 # ---- checkpoints ----------------------------------------------------------------
@@ -325,9 +386,11 @@ class MetaRun:
     references: np.ndarray | None
     run_key: jax.Array
     validation: Validation | None = None
+    sampled: SampledFitness | None = None  # with sampled tasks / settings, in place of fitness_fn
 
     @property
     def env_steps_per_generation(self) -> int:
+        """Env steps of one generation at the base settings (a sampled generation counts its own)."""
         per_member = sum(spec.ppo.env_steps for spec in self.specs) * self.config.seeds
         return per_member * self.config.es.population_size
 
@@ -340,8 +403,27 @@ def build_run(config: MetaConfig, references: np.ndarray | None) -> MetaRun:
         strategy = meta.make_strategy(config.es, template)
     except ValueError as error:
         raise UserError(str(error)) from None
+    run_key = jax.random.PRNGKey(config.seed)
+    if config.sampling:
+        variants = variant_specs(config)  # loading every variant checks it is a valid setting, before anything runs
+        sampled = None
+        if references is not None:
+            sampled = SampledFitness(variants, drift, config.seeds, references, members_per_micro_batch(config))
+        return MetaRun(config, drift, strategy, None, specs, references, run_key, sampled=sampled)
     fitness_fn = make_fitness_fn(specs, drift, config.seeds, references if config.uses_reference else None)
-    return MetaRun(config, drift, strategy, fitness_fn, specs, references, jax.random.PRNGKey(config.seed))
+    return MetaRun(config, drift, strategy, fitness_fn, specs, references, run_key)
+
+
+def validation_points(config: MetaConfig) -> list[tuple[int, str, TrainSpec]]:
+    """``(task index, label, spec)`` of every setting validation scores the ES mean at: each task at its base
+    setting, or, with sampled settings, at every static variant (the learning rate at its middle)."""
+    if not config.sampling:
+        return [(index, task.env, spec) for index, (task, spec) in enumerate(zip(config.tasks, task_specs(config)))]
+    points = []
+    for index, (task, per_task) in enumerate(zip(config.tasks, variant_specs(config))):
+        for variant, spec in zip(task_settings.static_variants(task.sampled), per_task):
+            points.append((index, task.env + "".join(f" {k}={v}" for k, v in variant.items()), spec))
+    return points
 
 
 def members_per_micro_batch(config: MetaConfig) -> int:
@@ -365,9 +447,14 @@ def run_generations(
     for generation in range(start, stop):
         started, cpu_started = time.perf_counter(), time.process_time()
         key = jax.random.fold_in(run.run_key, generation)
-        state, stats = meta.run_generation(
-            run.strategy, state, key, run.fitness_fn, micro_batch=members_per_micro_batch(run.config)
-        )
+        draws, env_steps = None, run.env_steps_per_generation
+        if run.sampled is not None:
+            state, stats, draws = sampled_generation(run, state, key)
+            env_steps = sum(result.env_steps for result in draws)
+        else:
+            state, stats = meta.run_generation(
+                run.strategy, state, key, run.fitness_fn, micro_batch=members_per_micro_batch(run.config)
+            )
         if not _all_finite(
             run.strategy.mean(state)
         ):  # nothing of this generation is written: the last checkpoint stays good
@@ -388,11 +475,14 @@ def run_generations(
             "sigma": finite_or_none(stats.sigma),
             "num_nonfinite": int(stats.num_nonfinite),
             "seconds": seconds,
-            "env_steps_per_second": run.env_steps_per_generation / max(seconds, 1e-9),
+            "env_steps_per_second": env_steps / max(seconds, 1e-9),
             "fitness": [finite_or_none(v) for v in fitness],
         }
+        if draws is not None:
+            row["draws"] = [draw_row(run, result) for result in draws]
         previous = rows[-1] if rows else {}
-        row["env_steps_total"] = previous.get("env_steps_total", 0) + run.env_steps_per_generation
+        row["env_steps"] = env_steps
+        row["env_steps_total"] = previous.get("env_steps_total", 0) + env_steps
         row["cpu_seconds_total"] = previous.get("cpu_seconds_total", 0.0) + (time.process_time() - cpu_started)
         completed = generation + 1
         if run.validation is not None and completed % run.config.validate_every == 0:
@@ -407,6 +497,30 @@ def run_generations(
         if on_generation is not None:
             on_generation(row)
     return state, rows
+
+
+def sampled_generation(run: MetaRun, state, key: jax.Array):
+    """One generation at this generation's draw of tasks and settings; returns ``(state, stats, draw results)``."""
+    draws = task_settings.draw_settings(key, [task.sampled for task in run.config.tasks], run.config.tasks_per_generation)
+    results = []
+
+    def evaluate(population, key_eval):
+        fitness, per_draw = run.sampled.evaluate(draws, population, key_eval)
+        results.extend(per_draw)
+        return fitness
+
+    state, stats = meta.run_generation(run.strategy, state, key, None, evaluate=evaluate)
+    return state, stats, results
+
+
+def draw_row(run: MetaRun, result) -> dict:
+    """What ``metrics.jsonl`` records of one drawn task: the draw, PPO's return beside it, the members' mean."""
+    return {
+        **result.draw.to_json(run.config.tasks[result.draw.task].env),
+        "ppo_return": finite_or_none(result.ppo_return),
+        "return_mean": finite_or_none(np.nanmean(result.returns)),
+        "score_mean": finite_or_none(np.nanmean(result.scores)),
+    }
 
 
 def validate(run: MetaRun, state, rows: list[dict], out: Path, generation: int) -> dict:

@@ -66,14 +66,16 @@ def drift_policy_loss(
     old_log_prob: jax.Array,
     advantages: jax.Array,
     progress: jax.Array,
+    regime=None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mirror-Learning policy loss ``L_π = −mean(r·Â − drift(r, Â))``.
 
         ℓ = clip(log π_new − log π_old, −20, 20),   r = exp(ℓ)
 
-    ``drift_fn(r, Â, progress, log_ratio=ℓ)`` is the drift with its parameters
-    bound; it takes ``log r`` from ``ℓ``, never from ``r``. Shapes: ``[B]``
-    each, ``progress`` scalar.
+    ``drift_fn(r, Â, progress, log_ratio=ℓ[, regime=regime])`` is the drift with
+    its parameters bound; it takes ``log r`` from ``ℓ``, never from ``r``;
+    ``regime`` (a :class:`drift_functions.Regime`) is passed on when given.
+    Shapes: ``[B]`` each, ``progress`` scalar.
 
     The clamp (``LOG_RATIO_LIMIT``) keeps every term finite, with finite
     gradients, for any finite log-ratio: unclamped, ``r = exp(ℓ)`` overflows
@@ -99,7 +101,8 @@ def drift_policy_loss(
     """
     log_ratio = jnp.clip(log_prob - old_log_prob, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = jnp.exp(log_ratio)
-    drift = drift_fn(ratio, advantages, progress, log_ratio=log_ratio)
+    extra = {} if regime is None else {"regime": regime}
+    drift = drift_fn(ratio, advantages, progress, log_ratio=log_ratio, **extra)
     loss = -jnp.mean(ratio * advantages - drift)
     aux = {
         "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),

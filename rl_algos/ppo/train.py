@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from drift_functions.base import Regime
 from envs.base import Environment
 from rl_algos.ppo import losses
 from rl_algos.ppo.config import HParams, PPOConfig
@@ -82,10 +83,11 @@ def ppo_loss(
     progress: jax.Array,
     normalize_advantages: bool,
     axis_name: str | None = None,
+    regime: Regime | None = None,
 ):
     """``L = L_π + c_v · L_V − c_H · mean(entropy)``, with ``L_π`` from :func:`losses.drift_policy_loss`.
 
-    ``drift_fn(ratio, advantage, progress)`` is the drift with its parameters bound.
+    ``drift_fn(ratio, advantage, progress, log_ratio=, regime=)`` is the drift with its parameters bound.
     ``axis_name``: the minibatch is one shard of a minibatch split over that
     mapped axis (advantages are normalised over the whole minibatch).
     """
@@ -93,7 +95,7 @@ def ppo_loss(
     advantage = (
         losses.normalize_advantages(batch.advantage, axis_name=axis_name) if normalize_advantages else batch.advantage
     )
-    policy_loss, aux = losses.drift_policy_loss(drift_fn, log_prob, batch.log_prob, advantage, progress)
+    policy_loss, aux = losses.drift_policy_loss(drift_fn, log_prob, batch.log_prob, advantage, progress, regime)
     value_loss = losses.value_loss(policy.value(params, batch.obs), batch.target)
     entropy = entropy.mean()
     total = policy_loss + hparams.vf_coef * value_loss - hparams.ent_coef * entropy
@@ -130,6 +132,9 @@ def sgd_epochs(
     diagnostics are averaged over the devices (``lax.pmean``) before Adam, so the
     parameters stay identical everywhere. Returns ``(params, opt_state, aux)``
     with every :func:`ppo_loss` diagnostic in ``aux`` shaped ``[update_epochs, num_minibatches]``.
+
+    The drift sees a :class:`~drift_functions.base.Regime` per epoch: epoch
+    progress ``k / update_epochs``, ``update_epochs`` and the lifetime ``num_updates``.
     """
     loss_fn = functools.partial(
         ppo_loss,
@@ -142,25 +147,30 @@ def sgd_epochs(
     )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     rows = jax.tree.leaves(batch)[0].shape[0]
+    epochs = config.update_epochs
 
-    def minibatch_step(carry, minibatch):
+    def minibatch_step(carry, minibatch, regime):
         params, opt_state = carry
-        (_, aux), grads = grad_fn(params, minibatch)
+        (_, aux), grads = grad_fn(params, minibatch, regime=regime)
         if axis_name is not None:
             grads, aux = jax.lax.pmean((grads, aux), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: -learning_rate * u, updates))
         return (params, opt_state), aux
 
-    def epoch(carry, key):
+    def epoch(carry, key_and_index):
+        key, index = key_and_index
         permutation = jax.random.permutation(key, rows)
         shuffled = jax.tree.map(
             lambda x: x[permutation].reshape((config.num_minibatches, rows // config.num_minibatches) + x.shape[1:]),
             batch,
         )
-        return jax.lax.scan(minibatch_step, carry, shuffled)
+        regime = Regime(index / epochs, float(epochs), float(config.num_updates))
+        return jax.lax.scan(functools.partial(minibatch_step, regime=regime), carry, shuffled)
 
-    (params, opt_state), aux = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, config.update_epochs))
+    (params, opt_state), aux = jax.lax.scan(
+        epoch, (params, opt_state), (jax.random.split(key, epochs), jnp.arange(epochs, dtype=jnp.float32))
+    )
     return params, opt_state, aux
 
 

@@ -32,6 +32,8 @@ ALL_DRIFTS = [
     df.make("lpo", ppo_init=True),
     df.make("ta_lpo"),
     df.make("ta_lpo", ppo_init=True),
+    df.make("ra_lpo"),
+    df.make("ra_lpo", ppo_init=False, log_lifetime=True),
 ]
 
 
