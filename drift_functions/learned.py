@@ -183,9 +183,10 @@ def make_ra_lpo(
     def apply(params, ratio, advantage, progress, log_ratio=None, regime=None):
         features = lpo_features(ratio, advantage, log_ratio)
         batch_shape = features.shape[:-1]
-        gates = [jnp.broadcast_to(jnp.asarray(g, features.dtype), batch_shape)[..., None] for g in regime_gates(
-            progress, regime, **flags
-        )]
+        gates = [
+            jnp.broadcast_to(jnp.asarray(g, features.dtype), batch_shape)[..., None]
+            for g in regime_gates(progress, regime, **flags)
+        ]
         out = lpo_network(params, jnp.concatenate([features] + [features * g for g in gates], axis=-1))
         return _learned_drift(out, ratio, advantage, ppo_init, epsilon)
 

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import drift_functions
+import meta
 from discovery.io.configs import TrainSpec
 from discovery.io.drift_registry import resolve_drift
 from discovery.reporting.stats import finite_or_none, normalized_score
-import drift_functions
-import meta
 from discovery.runtime.learners import compile_learners, run_seeds, seed_keys
 from discovery.workflows.task_settings import Draw
 from rl_algos.ppo import SEEDS, HParams, make_train_batch

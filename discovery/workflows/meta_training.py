@@ -501,7 +501,9 @@ def run_generations(
 
 def sampled_generation(run: MetaRun, state, key: jax.Array):
     """One generation at this generation's draw of tasks and settings; returns ``(state, stats, draw results)``."""
-    draws = task_settings.draw_settings(key, [task.sampled for task in run.config.tasks], run.config.tasks_per_generation)
+    draws = task_settings.draw_settings(
+        key, [task.sampled for task in run.config.tasks], run.config.tasks_per_generation
+    )
     results = []
 
     def evaluate(population, key_eval):

@@ -73,7 +73,11 @@ def test_ra_lpo_reads_each_regime_input_it_is_given():
     params = random_params(drift, jax.random.PRNGKey(5), scale=0.5)
     base = df.Regime(0.0, 4.0, 100.0)
     value = lambda regime, progress=0.5: drift.apply(params, GRID_R, GRID_A, progress, regime=regime)
-    for changed in (base._replace(epoch_progress=0.75), base._replace(num_epochs=16.0), base._replace(num_updates=10.0)):
+    for changed in (
+        base._replace(epoch_progress=0.75),
+        base._replace(num_epochs=16.0),
+        base._replace(num_updates=10.0),
+    ):
         assert float(jnp.max(jnp.abs(value(changed) - value(base)))) > 1e-3, changed
     assert float(jnp.max(jnp.abs(value(base, 1.0) - value(base, 0.0)))) > 1e-3
     blind = df.make("ra_lpo", hidden_size=16, epoch_progress=False, log_epochs=False)
@@ -87,8 +91,8 @@ def test_ra_lpo_reads_each_regime_input_it_is_given():
 
 def test_the_learner_passes_the_epoch_and_its_schedule():
     """Inside PPO's update the drift sees k/K for k = 0..K−1, K = update_epochs and N = num_updates."""
-    from rl_algos.ppo import PPOConfig, make_train
     import envs
+    from rl_algos.ppo import PPOConfig, make_train
 
     seen = []
     record = lambda e, k, n: seen.append((float(e), float(k), float(n)))

@@ -18,7 +18,10 @@ CONFIG = {
     "drift": "ra_lpo",
     "drift_options": {"hidden_size": 8},
     "tasks": [
-        {"env": "CartPole-v1", "overrides": {**TINY, "update_epochs": [1, 3], "learning_rate": {"low": 1e-3, "high": 1e-2}}},
+        {
+            "env": "CartPole-v1",
+            "overrides": {**TINY, "update_epochs": [1, 3], "learning_rate": {"low": 1e-3, "high": 1e-2}},
+        },
         {"env": "Catch-bsuite", "overrides": {**TINY, "update_epochs": 2, "learning_rate": [3e-3, 1e-2]}},
     ],
     "tasks_per_generation": 1,
