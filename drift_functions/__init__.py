@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from drift_functions.base import DEFAULT_REGIME, Drift, Regime
-from drift_functions.closed_form import dpo_drift, make_dpo, make_ppo_clip, ppo_clip_drift
+from drift_functions.base import DEFAULT_REGIME, Drift, Regime, regime_inputs
+from drift_functions.closed_form import dpo_drift, make_dpo, make_dpo_ra, make_ppo_clip, ppo_clip_drift
 from drift_functions.learned import lpo_features, make_lpo, make_ra_lpo, make_ta_lpo
 from drift_functions.polynomial import dpo_poly_drift, make_dpo_poly
 
@@ -28,6 +28,7 @@ _REGISTRY: dict[str, Callable[..., Drift]] = {
     "ppo_clip": make_ppo_clip,
     "dpo": make_dpo,
     "dpo_poly": make_dpo_poly,
+    "dpo_ra": make_dpo_ra,
     "lpo": make_lpo,
     "ta_lpo": make_ta_lpo,
     "ra_lpo": make_ra_lpo,
@@ -158,6 +159,7 @@ __all__ = [
     "option_types",
     "parse_spec",
     "ppo_clip_drift",
+    "regime_inputs",
     "register",
     "registered",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,6 +55,24 @@ class Regime(NamedTuple):
 
 # What a drift sees without a learner around it (plots, distillation): the first epoch of PPO's usual 4.
 DEFAULT_REGIME = Regime()
+# The scales of log K and log N in :func:`regime_inputs`: 16 epochs (the most in the mix) and 1000 updates map to 1.
+LOG_EPOCHS_SCALE = math.log(16.0)
+LOG_UPDATES_SCALE = math.log(1000.0)
+
+
+def regime_inputs(progress, regime: Regime | None) -> dict[str, jax.Array]:
+    """The scalar inputs a regime-aware drift may read, each O(1) over the settings users run:
+
+    progress p = n/N,   epoch_progress e = k/K,   log_epochs κ = log K / log 16,   log_lifetime λ = log N / log 1000
+    """
+    regime = DEFAULT_REGIME if regime is None else regime
+    as_array = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    return {
+        "progress": as_array(progress),
+        "epoch_progress": as_array(regime.epoch_progress),
+        "log_epochs": jnp.log(as_array(regime.num_epochs)) / LOG_EPOCHS_SCALE,
+        "log_lifetime": jnp.log(as_array(regime.num_updates)) / LOG_UPDATES_SCALE,
+    }
 
 
 def log_ratio_or_log(ratio: jax.Array, log_ratio: jax.Array | None) -> jax.Array:

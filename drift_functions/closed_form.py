@@ -1,4 +1,4 @@
-"""Closed-form drifts: PPO-clip and DPO.
+"""Closed-form drifts: PPO-clip, DPO, and DPO whose α and β follow the learner's regime (``dpo_ra``).
 
 Both are written as the *drift* of Mirror Learning, so that the policy loss of
 every learner is ``L = -mean(r * A - drift(r, A))``.
@@ -9,7 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import Drift, log_ratio_or_log
+from drift_functions.base import Drift, log_ratio_or_log, regime_inputs
+
+DPO_RA_INPUTS = ("progress", "epoch_progress", "log_epochs")  # what α and β of dpo_ra depend on
+_EXPONENT_LIMIT = 9.0  # α, β stay within e^±9 of α₀, β₀: positive and finite for any slopes
 
 
 def ppo_clip_drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array | float) -> jax.Array:
@@ -75,3 +78,41 @@ def make_dpo(alpha: float = 2.0, beta: float = 0.6) -> Drift:
         return dpo_drift(ratio, advantage, params["alpha"], params["beta"], log_ratio)
 
     return Drift("dpo", {"alpha": float(alpha), "beta": float(beta)}, init, apply)
+
+
+def make_dpo_ra(alpha: float = 2.0, beta: float = 0.6) -> Drift:
+    """DPO with regime-dependent scales, the closed form that regime-aware learned drifts distil into.
+
+        α = α₀ · exp(a · z),   β = β₀ · exp(b · z),   z = [p, e, κ]   (p = n/N, e = k/K, κ = log K / log 16)
+
+    then :func:`dpo_drift` with those α, β. The exponents are clipped to ±9, so
+    α, β > 0 and the drift keeps DPO's guarantees for any parameters and inputs.
+    ``a = b = 0`` (the ``init``) is DPO(α₀, β₀). Params: ``alpha``, ``beta``
+    (scalars), ``alpha_slopes``, ``beta_slopes`` (``[3]`` each).
+    """
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"dpo_ra: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
+
+    def init(key):
+        del key
+        zeros = jnp.zeros((len(DPO_RA_INPUTS),), jnp.float32)
+        return {
+            "alpha": jnp.asarray(alpha, jnp.float32),
+            "beta": jnp.asarray(beta, jnp.float32),
+            "alpha_slopes": zeros,
+            "beta_slopes": zeros,
+        }
+
+    def apply(params, ratio, advantage, progress, log_ratio=None, regime=None):
+        inputs = regime_inputs(progress, regime)
+        z = jnp.stack([jnp.broadcast_to(inputs[name], jnp.shape(ratio)) for name in DPO_RA_INPUTS], axis=-1)
+        scale = lambda base, slopes: base * jnp.exp(jnp.clip(z @ slopes, -_EXPONENT_LIMIT, _EXPONENT_LIMIT))  # noqa: E731
+        return dpo_drift(
+            ratio,
+            advantage,
+            scale(params["alpha"], params["alpha_slopes"]),
+            scale(params["beta"], params["beta_slopes"]),
+            log_ratio,
+        )
+
+    return Drift("dpo_ra", {"alpha": float(alpha), "beta": float(beta)}, init, apply)

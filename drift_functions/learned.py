@@ -11,14 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drift_functions.base import DEFAULT_REGIME, Drift, Regime, log_ratio_or_log
+from drift_functions.base import Drift, Regime, log_ratio_or_log, regime_inputs
 from drift_functions.closed_form import ppo_clip_drift
 
 NUM_FEATURES = 8
 FLATNESS_MARGIN = 1e-4
-# RA-LPO's scale of log K and log N: log 16 (the most epochs in the training mix) and log 1000 updates map to 1.
-LOG_EPOCHS_SCALE = float(jnp.log(16.0))
-LOG_UPDATES_SCALE = float(jnp.log(1000.0))
 
 
 def lpo_features(ratio: jax.Array, advantage: jax.Array, log_ratio: jax.Array | None = None) -> jax.Array:
@@ -127,17 +124,11 @@ REGIME_INPUTS = ("epoch_progress", "log_epochs", "log_lifetime")
 
 
 def regime_gates(progress, regime: Regime | None, epoch_progress: bool, log_epochs: bool, log_lifetime: bool) -> list:
-    """RA-LPO's scalar gates, each multiplying the 8 LPO features: always ``p = n/N``, then as chosen
-    ``k/K``, ``log K / log 16`` and ``log N / log 1000``."""
-    regime = DEFAULT_REGIME if regime is None else regime
-    gates = [progress]
-    if epoch_progress:
-        gates.append(regime.epoch_progress)
-    if log_epochs:
-        gates.append(jnp.log(jnp.asarray(regime.num_epochs, jnp.float32)) / LOG_EPOCHS_SCALE)
-    if log_lifetime:
-        gates.append(jnp.log(jnp.asarray(regime.num_updates, jnp.float32)) / LOG_UPDATES_SCALE)
-    return gates
+    """RA-LPO's scalar gates (see :func:`drift_functions.base.regime_inputs`), each multiplying the 8 LPO
+    features: always ``p``, then as chosen ``e = k/K``, ``κ = log K / log 16`` and ``λ = log N / log 1000``."""
+    inputs = regime_inputs(progress, regime)
+    chosen = {"epoch_progress": epoch_progress, "log_epochs": log_epochs, "log_lifetime": log_lifetime}
+    return [inputs["progress"]] + [inputs[name] for name in REGIME_INPUTS if chosen[name]]
 
 
 def make_ra_lpo(

@@ -20,8 +20,15 @@ import numpy as np
 from matplotlib.colors import Normalize, TwoSlopeNorm
 
 from discovery.io.drift_registry import ResolvedDrift, resolve_drift
-from discovery.reporting.drift_grid import ADVANTAGE_RANGE, RATIO_RANGE, depends_on_progress
+from discovery.reporting.drift_grid import (
+    ADVANTAGE_RANGE,
+    RATIO_RANGE,
+    REGIME_POINTS,
+    depends_on_progress,
+    depends_on_regime,
+)
 from discovery.reporting.plots import plt, save_figure  # pyplot on the headless backend
+from drift_functions import DEFAULT_REGIME, Regime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +36,16 @@ class Panel:
     label: str
     resolved: ResolvedDrift
     progress: float = 0.0
+    regime: Regime | None = None  # None: DEFAULT_REGIME
 
 
 def drift_and_slope(
-    resolved: ResolvedDrift, ratio: np.ndarray, advantage: np.ndarray, progress: float
+    resolved: ResolvedDrift, ratio: np.ndarray, advantage: np.ndarray, progress: float, regime: Regime | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``drift(r, Â, p)`` and ``∂drift/∂r`` on arrays of the same shape."""
+    """``drift(r, Â, p, regime)`` and ``∂drift/∂r`` on arrays of the same shape."""
 
     def value(r, a):
-        return resolved.drift.apply(resolved.params, r, a, jnp.float32(progress))
+        return resolved.drift.apply(resolved.params, r, a, jnp.float32(progress), regime=regime)
 
     slope = jax.vmap(jax.grad(value))
     r = jnp.asarray(ratio, jnp.float32).reshape(-1)
@@ -57,8 +65,24 @@ def reference_panels() -> list[Panel]:
 
 
 def panels_for(resolved: ResolvedDrift, label: str | None = None, progress_values=(0.0, 0.5, 1.0)) -> list[Panel]:
-    """One panel, or one per progress value when the drift depends on training progress (TA-LPO)."""
+    """One panel; one per progress value when the drift depends on training progress (TA-LPO); and for a
+    regime-aware drift (RA-LPO, DPO-RA) one per regime of :data:`REGIME_POINTS` (first and last epoch of 1, 4
+    and 16 epochs) at the middle progress value, then the other progress values at K = 4's first epoch."""
     label = label or resolved.label
+    if depends_on_regime(resolved):
+        middle = float(progress_values[len(progress_values) // 2])
+        panels = [
+            Panel(
+                f"{label} (K={k:g}, k/K={e:g}, p={middle:g})",
+                resolved,
+                middle,
+                Regime(e, k, DEFAULT_REGIME.num_updates),
+            )
+            for e, k in REGIME_POINTS
+        ]
+        return panels + [
+            Panel(f"{label} (K=4, k/K=0, p={p:g})", resolved, float(p)) for p in progress_values if p != middle
+        ]
     if depends_on_progress(resolved):
         return [Panel(f"{label} (p={p:g})", resolved, float(p)) for p in progress_values]
     return [Panel(label, resolved)]
@@ -76,7 +100,7 @@ def plot_drift_panels(
     ratios = np.linspace(*RATIO_RANGE, num_ratio)
     advantages = np.linspace(*ADVANTAGE_RANGE, num_advantage)
     grid_r, grid_a = np.meshgrid(ratios, advantages)  # rows: advantage (y), columns: ratio (x)
-    computed = [drift_and_slope(p.resolved, grid_r, grid_a, p.progress) for p in panels]
+    computed = [drift_and_slope(p.resolved, grid_r, grid_a, p.progress, p.regime) for p in panels]
     all_values = np.concatenate([v[np.isfinite(v)].ravel() for v, _ in computed])
     all_slopes = np.concatenate([np.abs(s[np.isfinite(s)]).ravel() for _, s in computed])
     vmax = float(np.percentile(all_values, percentile)) if all_values.size else 1.0
@@ -98,7 +122,7 @@ def plot_drift_panels(
             ax.axvline(1.0, color="white" if row == 0 else "black", linewidth=0.6, linestyle="--", alpha=0.7)
             ax.axhline(0.0, color="white" if row == 0 else "black", linewidth=0.6, linestyle=":", alpha=0.7)
             if row == 0:
-                ax.set_title(panel.label, fontsize=9)
+                ax.set_title(panel.label, fontsize=9 if len(panel.label) <= 28 else 7)
             if row == 1:
                 ax.set_xlabel("ratio r")
             if column == 0:

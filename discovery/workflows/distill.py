@@ -1,12 +1,14 @@
 """Distil a (learned) drift into closed forms by least squares.
 
-Samples ``(r, Â, p)``, targets ``d = drift(r, Â, p)``:
+Samples ``(r, Â, p, regime)``, targets ``d = drift(r, Â, p, regime)``:
 
 * **grid**: ``r`` in ``[0.05, 3]`` × ``Â`` in ``[−3, 3]`` (dense, uniform), at every
   progress value in ``progress`` when the drift depends on progress (TA-LPO),
-  else at ``p = 0`` only. Fitting a progress-free closed form to the stacked
-  progress values fits the drift *averaged over training progress*.
-* **rollout** (optional, ``--env``): the ``(r, Â, p)`` the drift actually sees
+  else at ``p = 0`` only; for a regime-aware drift (RA-LPO) also at every regime
+  of :data:`~discovery.reporting.drift_grid.REGIME_POINTS` (first and last epoch
+  of 1, 4 and 16 epochs). Fitting a closed form without those inputs (``dpo``,
+  ``dpo_poly``) fits the drift *averaged over them*; ``dpo_ra`` has them.
+* **rollout** (optional, ``--env``): the ``(r, Â, p, regime)`` the drift actually sees
   when a learner trains with it: :func:`record_rollout_samples` runs one short
   training (one seed) whose drift records its inputs through
   ``jax.debug.callback`` and keeps a random subset. ``Â`` is the
@@ -35,8 +37,17 @@ import optax
 import drift_functions
 from discovery.io.configs import TrainSpec
 from discovery.io.drift_registry import ResolvedDrift
-from discovery.reporting.drift_grid import depends_on_progress, drift_values, grid_points
+from discovery.reporting.drift_grid import (
+    REGIME_POINTS,
+    depends_on_progress,
+    depends_on_regime,
+    drift_values,
+    grid_points,
+    regime_array,
+)
 from discovery.runtime.learners import compile_learners
+from drift_functions import DEFAULT_REGIME, Regime
+from drift_functions.closed_form import DPO_RA_INPUTS
 from drift_functions.polynomial import NUM_TERMS, poly_terms
 from rl_algos.ppo import SEEDS
 
@@ -50,6 +61,7 @@ class Samples:
     ratio: np.ndarray
     advantage: np.ndarray
     progress: np.ndarray
+    regime: np.ndarray  # [N, 3]: epoch progress k/K, epochs K, updates N (see drift_grid.regime_array)
     target: np.ndarray
     weight: np.ndarray
     source: np.ndarray  # str per sample: "grid" or "rollout"
@@ -66,15 +78,23 @@ class Samples:
 def grid_samples(
     resolved: ResolvedDrift, progress_values=DEFAULT_PROGRESS, num_ratio: int = 120, num_advantage: int = 61
 ) -> Samples:
-    """The dense grid, stacked over ``progress_values`` if the drift depends on progress."""
+    """The dense grid, stacked over ``progress_values`` if the drift depends on progress, and over
+    :data:`REGIME_POINTS` if it depends on the regime."""
     ratio, advantage = grid_points(num_ratio, num_advantage)
     values = list(progress_values) if depends_on_progress(resolved) else [0.0]
-    ratio_all = np.tile(ratio, len(values))
-    advantage_all = np.tile(advantage, len(values))
-    progress_all = np.repeat(np.asarray(values, np.float32), ratio.size)
-    target = drift_values(resolved, ratio_all, advantage_all, progress_all)
+    regimes = (
+        [Regime(e, k, DEFAULT_REGIME.num_updates) for e, k in REGIME_POINTS]
+        if depends_on_regime(resolved)
+        else [DEFAULT_REGIME]
+    )
+    copies = len(values) * len(regimes)
+    ratio_all = np.tile(ratio, copies)
+    advantage_all = np.tile(advantage, copies)
+    progress_all = np.tile(np.repeat(np.asarray(values, np.float32), ratio.size), len(regimes))
+    regime_all = np.concatenate([regime_array(regime, ratio.size * len(values)) for regime in regimes])
+    target = drift_values(resolved, ratio_all, advantage_all, progress_all, regime_all)
     n = ratio_all.size
-    return Samples(ratio_all, advantage_all, progress_all, target, np.full(n, 1.0 / n), np.full(n, "grid"))
+    return Samples(ratio_all, advantage_all, progress_all, regime_all, target, np.full(n, 1.0 / n), np.full(n, "grid"))
 
 
 def record_rollout_samples(
@@ -93,18 +113,19 @@ def record_rollout_samples(
     rng = np.random.default_rng(seed)
     kept: list[np.ndarray] = []
 
-    def record(ratio, advantage, progress):
+    def record(ratio, advantage, progress, *regime):
         ratio = np.asarray(ratio).reshape(-1)
         advantage = np.asarray(advantage).reshape(-1)
-        progress = np.broadcast_to(np.asarray(progress, np.float32), ratio.shape)
+        scalars = [np.broadcast_to(np.asarray(x, np.float32), ratio.shape) for x in (progress, *regime)]
         take = rng.choice(ratio.size, size=min(per_call, ratio.size), replace=False)
-        kept.append(np.stack([ratio[take], advantage[take], progress[take]], axis=1))
+        kept.append(np.stack([ratio[take], advantage[take]] + [x[take] for x in scalars], axis=1))
 
     inner = resolved.drift
 
-    def apply(params, ratio, advantage, progress, log_ratio=None):
-        jax.debug.callback(record, ratio, advantage, progress)
-        return inner.apply(params, ratio, advantage, progress, log_ratio=log_ratio)
+    def apply(params, ratio, advantage, progress, log_ratio=None, regime=None):
+        seen = DEFAULT_REGIME if regime is None else regime
+        jax.debug.callback(record, ratio, advantage, progress, *seen)
+        return inner.apply(params, ratio, advantage, progress, log_ratio=log_ratio, regime=regime)
 
     recording = drift_functions.Drift(inner.name, dict(inner.options), inner.init, apply)
     keys = jax.random.PRNGKey(seed)[None]  # one learner, through the one batch path
@@ -116,10 +137,11 @@ def record_rollout_samples(
     data = data[np.all(np.isfinite(data), axis=1)]
     if data.shape[0] > max_samples:
         data = data[rng.choice(data.shape[0], size=max_samples, replace=False)]
-    ratio, advantage, progress = data.T
-    target = drift_values(resolved, ratio, advantage, progress)
+    ratio, advantage, progress = data[:, :3].T
+    regime = np.ascontiguousarray(data[:, 3:])
+    target = drift_values(resolved, ratio, advantage, progress, regime)
     n = ratio.size
-    return Samples(ratio, advantage, progress, target, np.full(n, 1.0 / n), np.full(n, "rollout"))
+    return Samples(ratio, advantage, progress, regime, target, np.full(n, 1.0 / n), np.full(n, "rollout"))
 
 
 def combine(*sets: Samples) -> Samples:
@@ -173,6 +195,16 @@ def _poly_scales(samples: Samples) -> np.ndarray:
     return np.concatenate([[1.0, 1.0], 1.0 / rms, 1.0 / rms])
 
 
+def _dpo_ra_to_params(z):
+    slopes = len(DPO_RA_INPUTS)
+    return {
+        "alpha": _positive(z[0]),
+        "beta": _positive(z[1]),
+        "alpha_slopes": z[2 : 2 + slopes],
+        "beta_slopes": z[2 + slopes :],
+    }
+
+
 def _scalar(params, key) -> float:
     return float(np.asarray(params[key]))
 
@@ -197,6 +229,23 @@ FAMILIES: dict[str, Family] = {
         tuple((math.log(a), math.log(b)) + (0.0,) * (2 * NUM_TERMS) for a, b in ((2.0, 0.6), (0.5, 0.2), (8.0, 2.0))),
         _poly_scales,
     ),
+    "dpo_ra": Family(
+        "dpo_ra",
+        2 + 2 * len(DPO_RA_INPUTS),
+        _dpo_ra_to_params,
+        lambda p: np.concatenate(
+            [
+                np.log([_scalar(p, "alpha"), _scalar(p, "beta")]),
+                np.asarray(p.get("alpha_slopes", np.zeros(len(DPO_RA_INPUTS)))),
+                np.asarray(p.get("beta_slopes", np.zeros(len(DPO_RA_INPUTS)))),
+            ]
+        ),
+        lambda p: drift_functions.make("dpo_ra", alpha=_scalar(p, "alpha"), beta=_scalar(p, "beta")),
+        tuple(
+            (math.log(a), math.log(b)) + (0.0,) * (2 * len(DPO_RA_INPUTS))
+            for a, b in ((2.0, 0.6), (0.5, 0.2), (8.0, 2.0))
+        ),
+    ),
 }
 
 
@@ -217,9 +266,14 @@ def _weighted_r2(pred, target, weight) -> float:
 
 
 def fit_metrics(drift: drift_functions.Drift, params, samples: Samples) -> dict[str, Any]:
+    apply = jax.jit(lambda p, r, a, t, g: drift.apply(p, r, a, t, regime=Regime(*g.T)))
     pred = np.asarray(
-        jax.jit(drift.apply)(
-            params, jnp.asarray(samples.ratio), jnp.asarray(samples.advantage), jnp.asarray(samples.progress)
+        apply(
+            params,
+            jnp.asarray(samples.ratio),
+            jnp.asarray(samples.advantage),
+            jnp.asarray(samples.progress),
+            jnp.asarray(samples.regime),
         )
     )
     error = pred - samples.target
@@ -254,10 +308,11 @@ def fit_family(family: Family, samples: Samples, extra_inits=(), steps: int = 30
     drift = drift_functions.make(family.name)
     ratio, advantage = jnp.asarray(samples.ratio), jnp.asarray(samples.advantage)
     progress = jnp.asarray(samples.progress)
+    regime = Regime(*jnp.asarray(samples.regime).T)
     target, weight = jnp.asarray(samples.target), jnp.asarray(samples.weight / samples.weight.sum())
 
     def loss(z):
-        pred = drift.apply(family.to_params(z * scales_j), ratio, advantage, progress)
+        pred = drift.apply(family.to_params(z * scales_j), ratio, advantage, progress, regime=regime)
         return jnp.sum(weight * (pred - target) ** 2)
 
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
@@ -291,7 +346,7 @@ def fit_family(family: Family, samples: Samples, extra_inits=(), steps: int = 30
 
 
 def distill(samples: Samples, families: list[str]) -> list[Fit]:
-    """Fit each family in ``families`` (``dpo`` first; ``dpo_poly`` also starts from the DPO fit)."""
+    """Fit each family in ``families`` (``dpo`` first; ``dpo_poly`` and ``dpo_ra`` also start from the DPO fit)."""
     fits: list[Fit] = []
     for name in families:
         family = FAMILIES[name]
@@ -302,6 +357,8 @@ def distill(samples: Samples, families: list[str]) -> list[Fit]:
                 for f in fits
                 if f.family == "dpo"
             ]
+        if name == "dpo_ra":  # from the DPO fit, slopes 0: never worse than it
+            extra = [FAMILIES["dpo_ra"].from_params(f.params) for f in fits if f.family == "dpo"]
         fits.append(fit_family(family, samples, extra_inits=extra))
     return fits
 

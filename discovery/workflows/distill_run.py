@@ -18,6 +18,7 @@ from discovery.io.artifacts import ArtifactError, load_artifact, save_artifact
 from discovery.io.configs import split_list
 from discovery.io.drift_registry import resolve_drift
 from discovery.io.outputs import atomic_write_json, atomic_write_text, environment_info, prepare_run_dir
+from discovery.reporting.drift_grid import depends_on_regime
 from discovery.reporting.drift_plots import Panel, panels_for, plot_drift_panels, reference_panels
 from discovery.runtime.errors import UserError
 from discovery.runtime.progress import status
@@ -88,6 +89,8 @@ def distill_drift(request: DistillRequest) -> int:
         raise UserError("--max-samples and --rollout-steps must be positive")
 
     learned = resolve_drift(request.drift)
+    if "dpo_ra" not in families and depends_on_regime(learned):
+        families.append("dpo_ra")  # the closed form with the regime inputs the drift reads
     metadata = {}
     if Path(learned.source).is_file():
         try:
@@ -138,6 +141,7 @@ def distill_drift(request: DistillRequest) -> int:
                 "advantage": [-3.0, 3.0],
                 "n": int(grid.ratio.size),
                 "progress": sorted(set(grid.progress.tolist())),
+                "regimes": sorted({tuple(row) for row in grid.regime.tolist()}),
             },
             "rollout": None
             if rollout is None

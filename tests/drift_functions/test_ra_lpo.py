@@ -1,4 +1,4 @@
-"""RA-LPO keeps a drift's guarantees for every value of its regime inputs, and really reads them."""
+"""RA-LPO and DPO-RA keep a drift's guarantees for every value of their regime inputs, and really read them."""
 
 import dataclasses
 import functools
@@ -24,6 +24,7 @@ FAMILIES = [
     df.make("ra_lpo", hidden_size=16),
     df.make("ra_lpo", hidden_size=16, ppo_init=False, log_lifetime=True),
     df.make("ra_lpo", hidden_size=16, epoch_progress=False, log_epochs=False),
+    df.make("dpo_ra"),
 ]
 
 
@@ -105,3 +106,22 @@ def test_the_learner_passes_the_epoch_and_its_schedule():
     config = PPOConfig(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=1, update_epochs=3)
     jax.block_until_ready(make_train(config, envs.make("CartPole-v1"), drift)(jax.random.PRNGKey(0), {}))
     np.testing.assert_allclose(sorted(set(seen)), [(0.0, 3.0, 2.0), (1 / 3, 3.0, 2.0), (2 / 3, 3.0, 2.0)], rtol=1e-6)
+
+
+def test_dpo_ra_is_dpo_at_zero_slopes_and_scales_alpha_by_its_inputs():
+    drift = df.make("dpo_ra", alpha=1.5, beta=0.5)
+    params = drift.init(None)
+    dpo = df.make("dpo", alpha=1.5, beta=0.5)
+    for regime in REGIMES:
+        np.testing.assert_array_equal(
+            drift.apply(params, GRID_R, GRID_A, 0.7, regime=regime), dpo.apply(dpo.init(None), GRID_R, GRID_A, 0.7)
+        )
+    # α = α₀·exp(−2κ): at K = 16 (κ = 1) it is DPO with α = 1.5·e⁻², β unchanged.
+    params = {**params, "alpha_slopes": jnp.array([0.0, 0.0, -2.0])}
+    at_16 = df.make("dpo", alpha=1.5 * float(np.exp(-2.0)), beta=0.5)
+    np.testing.assert_allclose(
+        drift.apply(params, GRID_R, GRID_A, 0.7, regime=df.Regime(0.0, 16.0, 100.0)),
+        at_16.apply(at_16.init(None), GRID_R, GRID_A, 0.7),
+        rtol=1e-5,
+        atol=1e-6,
+    )

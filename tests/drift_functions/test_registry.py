@@ -34,6 +34,7 @@ ALL_DRIFTS = [
     df.make("ta_lpo", ppo_init=True),
     df.make("ra_lpo"),
     df.make("ra_lpo", ppo_init=False, log_lifetime=True),
+    df.make("dpo_ra"),
 ]
 
 

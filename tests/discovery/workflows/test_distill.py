@@ -118,6 +118,25 @@ def test_ta_lpo_is_fitted_over_progress():
     assert [p.progress for p in panels_for(resolved, progress_values=(0.0, 0.5))] == [0.0, 0.5]
 
 
+def test_a_regime_aware_drift_is_sampled_over_regimes_and_dpo_ra_recovers_its_slopes(tmp_path):
+    drift = df.make("dpo_ra")
+    params = {
+        **drift.init(None),
+        "alpha_slopes": jnp.array([0.0, 0.0, -1.5]),
+        "beta_slopes": jnp.array([0.0, 1.0, 0.0]),
+    }
+    artifacts.save_artifact(tmp_path / "target.npz", drift, jax.tree.map(np.asarray, params), {"label": "target"})
+    resolved = resolve_drift(str(tmp_path / "target.npz"))
+    assert distillation.depends_on_regime(resolved) and not distillation.depends_on_regime(resolve_drift("ta_lpo"))
+    samples = distillation.grid_samples(resolved, num_ratio=30, num_advantage=15)
+    assert {tuple(r[:2]) for r in samples.regime.tolist()} == set(distillation.REGIME_POINTS)
+    fits = {f.family: f for f in distillation.distill(samples, ["dpo", "dpo_ra"])}
+    assert fits["dpo_ra"].metrics["r2"] > 0.999 > fits["dpo"].metrics["r2"]
+    np.testing.assert_allclose(fits["dpo_ra"].params["alpha_slopes"][2], -1.5, atol=0.05)
+    labels = [p.label for p in panels_for(resolved)]
+    assert len(labels) == len(distillation.REGIME_POINTS) + 2 and "K=16" in labels[3]
+
+
 def test_rollout_samples_are_what_the_drift_sees():
     spec, _ = configs.load_train_spec("CartPole-v1", {"total_timesteps": 2048})
     resolved = resolve_drift("dpo")
@@ -126,6 +145,9 @@ def test_rollout_samples_are_what_the_drift_sees():
     assert np.all(samples.ratio > 0) and samples.ratio.std() > 0  # the policy moved during the epochs
     assert abs(samples.advantage.mean()) < 0.5  # minibatch-normalised advantages
     assert set(np.unique(samples.progress)) <= {0.0, 0.25, 0.5, 0.75}
+    epochs, updates = spec.ppo.update_epochs, spec.ppo.num_updates
+    assert set(np.unique(samples.regime[:, 0])) == {k / epochs for k in range(epochs)}
+    assert set(map(tuple, samples.regime[:, 1:].tolist())) == {(epochs, updates)}
     np.testing.assert_allclose(
         samples.target, distillation.drift_values(resolved, samples.ratio, samples.advantage, samples.progress)
     )
