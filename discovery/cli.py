@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import sys
+import urllib.error
 
 from discovery.runtime import devices, distributed
 from discovery.runtime.errors import UserError
@@ -87,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.active():
             distributed.exit_after_failure(str(error), UserError.exit_code)
         print(f"discovery {args.command}: error: {error}", file=sys.stderr)
+        return UserError.exit_code
+    except urllib.error.URLError as error:  # a task that fetches data on first use (MNISTBandit-bsuite: MNIST)
+        message = (
+            f"a download this task needs failed ({error.reason}): MNISTBandit-bsuite fetches MNIST on first use, so "
+            "run it once with internet access (the data is then cached) or choose another task"
+        )
+        if distributed.active():
+            distributed.exit_after_failure(message, UserError.exit_code)
+        print(f"discovery {args.command}: error: {message}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         if distributed.active():

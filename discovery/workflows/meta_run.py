@@ -202,6 +202,8 @@ def meta_train(request: MetaTrainRequest) -> int:
                 f"({row['env_steps_per_second']:,.0f} env-steps/s), "
                 f"{eta_text(done, config.generations - start, time.perf_counter() - started)}"
             )
+        if row.get("draws") and not progress.console.is_terminal:
+            status("    drawn: " + "; ".join(_describe_draw(draw) for draw in row["draws"]))
         validation = row.get("validation")
         if validation:
             status(
@@ -250,6 +252,17 @@ def meta_train(request: MetaTrainRequest) -> int:
     wandb_run.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     wandb_run.finish()
     return 0
+
+
+def _describe_draw(draw: dict) -> str:
+    """``CartPole-v1 update_epochs=16 learning_rate=0.0012: members 0.93 × PPO (PPO 312)``."""
+    settings = " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in draw.items()
+        if k not in ("task", "env", "ppo_return", "return_mean", "score_mean")
+    )
+    score, ppo = draw.get("score_mean"), draw.get("ppo_return")
+    return f"{draw['env']} {settings}: members score {score or float('nan'):.3g} (PPO {ppo or float('nan'):.4g})"
 
 
 def _mirror_resume_dir(out: Path) -> Path:

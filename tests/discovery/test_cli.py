@@ -70,3 +70,18 @@ def test_help_lists_every_registered_drift_and_no_internal_notes(capsys):
         assert all(name in text for name in drift_functions.registered()), command
     bench = _help("bench", capsys)
     assert "lent" not in bench and "session" not in bench and "not yet measured" not in bench
+
+
+def test_a_failed_download_is_one_line_and_exit_2(capsys, monkeypatch):
+    """MNISTBandit-bsuite fetches MNIST on first use; offline that is a one-line error, not a traceback."""
+    import urllib.error
+
+    from discovery.commands import drifts
+
+    def offline(args, extra):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(drifts, "run", offline)
+    assert main(["drifts"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MNISTBandit-bsuite fetches MNIST" in err and "Traceback" not in err, err
