@@ -211,7 +211,10 @@ def meta_train(request: MetaTrainRequest) -> int:
                 "on "
                 f"fresh seeds; returns {', '.join(f'{v:.4g}' for v in validation['returns'])}"
             )
-        logged = {k: v for k, v in row.items() if k not in ("fitness", "validation") and v is not None}
+        logged = {k: v for k, v in row.items() if k not in ("fitness", "validation", "draws") and v is not None}
+        for draw in row.get("draws") or []:  # one scalar per drawn task: the members' mean score against PPO
+            if draw.get("score_mean") is not None:
+                logged[f"draw_score/{draw['env']}"] = draw["score_mean"]
         if validation and validation["score"] is not None:
             logged["validation_score"] = validation["score"]
         wandb_run.log(logged, step=row["generation"])

@@ -164,3 +164,29 @@ def test_two_runs_artifacts_get_distinct_labels(tmp_path):
         [drift_lookup.resolve_drift(str(tmp_path / run / "drift.npz")) for run in ("runA", "runB")]
     )
     assert [r.label for r in resolved] == ["runA/drift", "runB/drift"]
+
+
+def test_transfer_suite_trains_on_lpo_general_mix_and_holds_out_other_envs_and_settings():
+    """Its training tasks are lpo_general's validation settings (each epoch count at the middle learning rate, to
+    the 2 digits the suite writes); every held-out task is another env, or a setting the mix never draws."""
+    from discovery.workflows.meta_training import load_meta_config, validation_points
+
+    config = load_meta_config("configs/meta/lpo_general.yaml", {})
+    points = [spec for _, _, spec in validation_points(config)]
+    suite = load_suite("transfer")
+    train = [task.spec() for task in suite.by_role("train")]
+    assert [(s.env, s.ppo.update_epochs, s.ppo.total_timesteps) for s in train] == [
+        (s.env, s.ppo.update_epochs, s.ppo.total_timesteps) for s in points
+    ]
+    for ours, theirs in zip(train, points):
+        assert ours.ppo.learning_rate == pytest.approx(theirs.ppo.learning_rate, rel=0.01)
+    mix = {task.env: task for task in config.tasks}
+    families = set()
+    for task in suite.by_role("held_out"):
+        spec = task.spec()
+        families.add(spec.make_env().family)
+        if spec.env in mix:  # a training env: only at a setting the mix never draws
+            drawn = mix[spec.env].sampled["update_epochs"].values
+            fixed = mix[spec.env].overrides
+            assert spec.ppo.update_epochs not in drawn or spec.ppo.total_timesteps != fixed["total_timesteps"]
+    assert {"classic_control", "bsuite", "minatar", "brax"} <= families

@@ -31,6 +31,15 @@ CONFIG = {
     "checkpoint_every": 1,
     "population_chunk": 2,
 }
+# The run the resume test trains: CartPole with a learning-rate range and Catch with choices, one drawn per
+# generation (two compiled programs for the members, two for PPO; static choices are covered by the draw tests).
+RUN_CONFIG = {
+    **CONFIG,
+    "tasks": [
+        {"env": "CartPole-v1", "overrides": {**TINY, "update_epochs": 2, "learning_rate": {"low": 1e-3, "high": 1e-2}}},
+        CONFIG["tasks"][1],
+    ],
+}
 REFERENCES = np.array([[22.0, 40.0], [-0.8, 0.2]])  # random and PPO at the base setting: fixed, so no PPO runs here
 
 
@@ -61,7 +70,7 @@ def test_config_round_trips_and_keeps_fixed_lists():
 
 @pytest.fixture(scope="module")
 def run_():
-    return mt.build_run(mt.meta_config_from_dict(CONFIG, {}), REFERENCES)
+    return mt.build_run(mt.meta_config_from_dict(RUN_CONFIG, {}), REFERENCES)
 
 
 @pytest.fixture(scope="module")
