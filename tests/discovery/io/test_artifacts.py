@@ -28,4 +28,4 @@ def test_a_garbage_npz_is_named_as_not_a_drift_artifact(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "allow_pickle" not in err
     assert f"{path} is not a .npz archive" in err
-    assert "discovery meta-train" in err and "a drift is a name: dpo, dpo_poly, lpo, ppo_clip, ta_lpo" in err
+    assert "discovery meta-train" in err and f"a drift is a name: {', '.join(drift_functions.registered())}" in err
