@@ -22,8 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/discovery meta-train --config configs/meta/cartpole_demo.yaml --compare --out demo_runs/meta_$$(date +%Y%m%d-%H%M%S)
 
+# Two workers: most of a test's time is XLA compiling, which is single-threaded, so two processes keep two cores
+# busy; a test file stays on one worker, so its module fixtures (a meta-training run, say) are built once.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # One style, enforced: ruff's lint rules and formatter (pyproject.toml [tool.ruff]).
 lint: $(STAMP)
@@ -31,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) demo_runs .pytest_cache

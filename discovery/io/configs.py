@@ -159,6 +159,7 @@ TARGETS = {
     "env": "the Brax environment",
     "drift": "the drift",
     "es": "the evolution strategy",
+    "meta_gradient": "the meta-gradient outer loop",
     "meta": "the meta-training run",
 }
 

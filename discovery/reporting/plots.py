@@ -85,14 +85,22 @@ def plot_learning_curves(
     return save_figure(fig, path)
 
 
-def plot_fitness_curve(rows: list[dict], path: str | Path, title: str, normalized: bool = False) -> Path:
+def plot_fitness_curve(
+    rows: list[dict], path: str | Path, title: str, normalized: bool = False, outer: str = "es"
+) -> Path:
     """Meta-training progress per generation: the ES mean (the drift ``drift.npz`` holds) on fresh
     seeds where it was validated, drawn boldest; the population's fitness (mean and min–max of the
     members sampled around it); and the best single member so far (one evaluation each, so optimistic).
 
     ``normalized``: fitness is already a random-normalised score (random = 0, PPO = 1), the unit of
     validation, so both share one axis; otherwise validation gets its own axis on the right.
+
+    ``outer="meta_gradient"``: there is no population; the band is the agents' window returns (every age, so an
+    online measure) and the bold line the drift the outer loop holds.
     """
+    by_gradient = outer == "meta_gradient"
+    held = "the drift (drift.npz)" if by_gradient else "ES mean (drift.npz)"
+    crowd = "agents: window returns" if by_gradient else "population"
     generations = np.array([row["generation"] + 1 for row in rows])
 
     def column(name):
@@ -101,16 +109,28 @@ def plot_fitness_curve(rows: list[dict], path: str | Path, title: str, normalize
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     mean, low, high = column("fitness_mean"), column("fitness_min"), column("fitness_max")
     ax.fill_between(
-        generations, low, high, color="tab:blue", alpha=0.12, linewidth=0, label="population: min–max of members"
+        generations,
+        low,
+        high,
+        color="tab:blue",
+        alpha=0.12,
+        linewidth=0,
+        label=f"{crowd}: min–max" if by_gradient else "population: min–max of members",
     )
-    ax.plot(generations, mean, color="tab:blue", linewidth=1.4, label="population: mean of members")
+    ax.plot(
+        generations,
+        mean,
+        color="tab:blue",
+        linewidth=1.4,
+        label=f"{crowd}: mean" if by_gradient else "population: mean of members",
+    )
     ax.plot(
         generations,
         column("best_fitness"),
         color="tab:orange",
         linewidth=1.0,
         linestyle="--",
-        label="best single member so far (optimistic)",
+        label="best generation mean so far" if by_gradient else "best single member so far (optimistic)",
     )
     validated = [
         (row["generation"] + 1, row["validation"]["score"])
@@ -122,15 +142,19 @@ def plot_fitness_curve(rows: list[dict], path: str | Path, title: str, normalize
         axv = ax if normalized else ax.twinx()
         x, y = zip(*validated)
         (es_line,) = axv.plot(
-            x, y, "o-", color="black", linewidth=2.6, markersize=5, zorder=5, label="ES mean (drift.npz) on fresh seeds"
+            x, y, "o-", color="black", linewidth=2.6, markersize=5, zorder=5, label=f"{held} on fresh seeds"
         )
         axv.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
         if not normalized:
-            axv.set_ylabel("ES mean's validation score (random = 0, PPO = 1)")
+            axv.set_ylabel(f"{held}: validation score (random = 0, PPO = 1)")
         handles, labels = [es_line] + handles, [es_line.get_label()] + labels
-        caption = "ES mean = the search distribution's centre, the drift this run returns; dotted line: PPO = 1"
+        caption = (
+            "the drift the meta-gradient steps, which this run returns; dotted line: PPO = 1"
+            if by_gradient
+            else "ES mean = the search distribution's centre, the drift this run returns; dotted line: PPO = 1"
+        )
     else:
-        caption = "ES mean (drift.npz) not scored in this run (validate_every: 0); the members' mean approximates it"
+        caption = f"{held} not scored in this run (validate_every: 0)"
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (random = 0, PPO = 1)" if normalized else "fitness (mean final return)")
     ax.set_title(title)

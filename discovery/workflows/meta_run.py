@@ -1,7 +1,8 @@
 """`discovery meta-train` end to end: start or resume a run (one line for every refusal), train its
 generations with a progress bar and W&B, plot, and compare the learned drift with PPO and DPO (`--compare`).
 
-The generation loop, checkpoints and configs it uses are in :mod:`discovery.workflows.meta_training`.
+The generation loop is :mod:`discovery.workflows.meta_training`; its config and what it writes are
+:mod:`~discovery.workflows.meta_config` and :mod:`~discovery.workflows.meta_checkpoints`.
 """
 
 from __future__ import annotations
@@ -34,19 +35,11 @@ from discovery.runtime.errors import UserError
 from discovery.runtime.learners import run_seeds
 from discovery.runtime.progress import eta_text, make_progress, set_interrupt_hint, status
 from discovery.runtime.wandb_logging import WandbRun, preflight
+from discovery.workflows import meta_gradient
 from discovery.workflows.fitness import build_validation
-from discovery.workflows.meta_training import (
-    MetaRun,
-    build_run,
-    initial_state,
-    latest_checkpoint_file,
-    load_checkpoint,
-    load_meta_config,
-    members_per_micro_batch,
-    read_metrics,
-    run_generations,
-    validation_points,
-)
+from discovery.workflows.meta_checkpoints import latest_checkpoint_file, load_checkpoint, read_metrics
+from discovery.workflows.meta_config import load_meta_config, members_per_micro_batch, validation_points
+from discovery.workflows.meta_training import MetaRun, build_run, initial_state, run_generations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,12 +96,17 @@ def meta_train(request: MetaTrainRequest) -> int:
         out = Path(request.out or f"runs/meta_{datetime.now():%Y%m%d-%H%M%S}")
     distributed.agree("the meta-training config", json.dumps(config.identity(), sort_keys=True, default=str))
 
-    run_ = build_run(config, None)  # validates drift, tasks and ES before anything heavy
+    by_gradient = config.outer == "meta_gradient"
+    build = meta_gradient.build_run if by_gradient else build_run
+    run_ = build(config, None)  # validates drift, tasks and the outer loop before anything heavy
     preflight(request.wandb)
     if request.resume:
         latest = latest_checkpoint_file(out)
         if latest is not None:
-            checkpoint = load_checkpoint(latest, run_.strategy, config)
+            if by_gradient:
+                checkpoint = meta_gradient.load_state(latest, run_, config)
+            else:
+                checkpoint = load_checkpoint(latest, run_.strategy, config)
             state, start, references = checkpoint.es_state, checkpoint.generation, checkpoint.references
             if config.generations < start:  # config.yaml must never claim fewer generations than the run holds
                 raise UserError(
@@ -132,7 +130,7 @@ def meta_train(request: MetaTrainRequest) -> int:
         "reference returns (random policy → PPO-clip): "
         + ", ".join(f"{s.env} {r[0]:.4g} → {r[1]:.4g}" for s, r in zip(run_.specs, references))
     )
-    run_ = build_run(config, references)
+    run_ = build(config, references)
     if config.validate_every:
         points = validation_points(config)
         status(
@@ -151,26 +149,20 @@ def meta_train(request: MetaTrainRequest) -> int:
             + ", ".join(f"{label} {r:.4g}" for (_, label, _), r in zip(points, run_.validation.ppo_returns))
         )
     if state is None:
-        state = initial_state(run_)
+        state = meta_gradient.initial_state(run_) if by_gradient else initial_state(run_)
 
-    layout = meta.sharding.plan(config.es.population_size, members_per_micro_batch(config))
-    devices = (
-        f"{distributed.describe(layout.mesh.devices.flat)}, micro-batches of {layout.micro_batch} members "
-        f"× {config.seeds} seeds"
-    )
     tasks = ", ".join(t.env for t in config.tasks)
-    if config.sampling:
-        drawn = config.tasks_per_generation or len(config.tasks)
-        per_generation = (
-            f"{drawn} of {len(config.tasks)} tasks and their settings drawn per generation, PPO beside each draw"
+    if by_gradient:
+        memory = meta_gradient.check_memory(run_)
+        limit = "unknown" if memory["limit"] is None else f"{memory['limit'] / 2**30:.2f} GiB"
+        status(
+            f"meta-training [bold]{config.drift}[/bold] on {tasks} by {meta_gradient.describe(run_)}; one outer step "
+            f"needs {memory['total'] / 2**30:.3f} GiB per device ({memory['temp'] / 2**30:.3f} GiB of it grows "
+            f"with K; available {limit}), generations {start}→{config.generations} on "
+            f"{distributed.describe(run_.devices)} → {out}"
         )
     else:
-        per_generation = f"{run_.env_steps_per_generation:,} env steps per generation"
-    status(
-        f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
-        f"{config.es.population_size} × {config.seeds} seeds, {per_generation}, "
-        f"generations {start}→{config.generations}, {devices} → {out}"
-    )
+        _describe_es_run(config, run_, start, out)
     wandb_run = WandbRun(
         request.wandb,
         out,
@@ -185,20 +177,23 @@ def meta_train(request: MetaTrainRequest) -> int:
     task = progress.add_task("generations", total=config.generations, completed=start, rate="")
 
     def on_generation(row):
-        mean, best, sigma = (
-            row[k] if row[k] is not None else float("nan") for k in ("fitness_mean", "best_fitness", "sigma")
+        mean, best, sigma, meta_loss = (
+            float("nan") if row.get(k) is None else row[k]
+            for k in ("fitness_mean", "best_fitness", "sigma", "meta_loss")
         )
+        # What moves the drift: the ES's σ, or the meta-gradient's objective.
+        mover = f"meta-loss {meta_loss:.4g}" if by_gradient else f"σ {sigma:.3g}"
         progress.update(
             task,
             advance=1,
-            rate=f"fit {mean:.3g} best {best:.3g} σ {sigma:.3g} · {row['env_steps_per_second']:,.0f} steps/s",
+            rate=f"fit {mean:.3g} best {best:.3g} {mover} · {row['env_steps_per_second']:,.0f} steps/s",
         )
         if not progress.console.is_terminal:
             done = row["generation"] + 1 - start
             status(
                 f"  gen {row['generation'] + 1}/{config.generations}: fitness mean {mean:.4g}, max "
                 f"{row['fitness_max'] or float('nan'):.4g}, "
-                f"best {best:.4g}, σ {sigma:.3g}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
+                f"best {best:.4g}, {mover}, {row['num_nonfinite']} non-finite, {row['seconds']:.1f}s "
                 f"({row['env_steps_per_second']:,.0f} env-steps/s), "
                 f"{eta_text(done, config.generations - start, time.perf_counter() - started)}"
             )
@@ -207,7 +202,8 @@ def meta_train(request: MetaTrainRequest) -> int:
         validation = row.get("validation")
         if validation:
             status(
-                f"  validation after gen {row['generation'] + 1}: ES mean scores {validation['score']:.3f} (PPO = 1) "
+                f"  validation after gen {row['generation'] + 1}: {'the drift' if by_gradient else 'ES mean'} scores "
+                f"{validation['score']:.3f} (PPO = 1) "
                 "on "
                 f"fresh seeds; returns {', '.join(f'{v:.4g}' for v in validation['returns'])}"
             )
@@ -223,17 +219,20 @@ def meta_train(request: MetaTrainRequest) -> int:
     if start < config.generations:
         status("[dim]compiling the generation (the first one includes compile time)…[/dim]")
         with progress:
-            state, rows = run_generations(run_, state, start, config.generations, out, on_generation)
+            loop = meta_gradient.run_generations if by_gradient else run_generations
+            state, rows = loop(run_, state, start, config.generations, out, on_generation)
     else:
         rows = read_metrics(out)
         status(f"{out} already has {start} generations; nothing to run (raise --generations to continue)")
     elapsed = time.perf_counter() - started
+    outer_name = f"meta-gradients, K={config.meta_gradient.unroll}" if by_gradient else config.es.algorithm
     if rows:
         plot_fitness_curve(
             rows,
             out / "fitness.png",
-            title=f"{config.drift} on {tasks} ({config.es.algorithm})",
-            normalized=config.uses_reference,
+            title=f"{config.drift} on {tasks} ({outer_name})",
+            normalized=config.uses_reference or by_gradient,
+            outer=config.outer,
         )
     summary = {
         "generations": config.generations,
@@ -245,8 +244,8 @@ def meta_train(request: MetaTrainRequest) -> int:
     status(
         f"done: {len(rows)} generations, last mean fitness {summary['final_fitness_mean']}, best "
         f"{summary['best_fitness']} "
-        f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, best_drift.npz, "
-        "fitness.png"
+        f"({elapsed:.0f}s this session)\nwrote {out}/metrics.jsonl, checkpoints/, drift.npz, "
+        f"{'' if by_gradient else 'best_drift.npz, '}fitness.png"
     )
 
     if request.compare:
@@ -255,6 +254,27 @@ def meta_train(request: MetaTrainRequest) -> int:
     wandb_run.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     wandb_run.finish()
     return 0
+
+
+def _describe_es_run(config, run_: MetaRun, start: int, out: Path) -> None:
+    tasks = ", ".join(t.env for t in config.tasks)
+    layout = meta.sharding.plan(config.es.population_size, members_per_micro_batch(config))
+    devices = (
+        f"{distributed.describe(layout.mesh.devices.flat)}, micro-batches of {layout.micro_batch} members "
+        f"× {config.seeds} seeds"
+    )
+    if config.sampling:
+        drawn = config.tasks_per_generation or len(config.tasks)
+        per_generation = (
+            f"{drawn} of {len(config.tasks)} tasks and their settings drawn per generation, PPO beside each draw"
+        )
+    else:
+        per_generation = f"{run_.env_steps_per_generation:,} env steps per generation"
+    status(
+        f"meta-training [bold]{config.drift}[/bold] on {tasks} with {config.es.algorithm}: population "
+        f"{config.es.population_size} × {config.seeds} seeds, {per_generation}, "
+        f"generations {start}→{config.generations}, {devices} → {out}"
+    )
 
 
 def _describe_draw(draw: dict) -> str:

@@ -14,7 +14,8 @@ from discovery.io.drift_registry import DISCOVERED_DIR
 from discovery.io.outputs import git_commit
 from discovery.runtime.errors import UserError
 from discovery.runtime.progress import status
-from discovery.workflows import meta_training as mt
+from discovery.workflows.meta_checkpoints import read_metrics
+from discovery.workflows.meta_config import load_meta_config
 
 CHOICES = ("best_validated_drift.npz", "drift.npz", "best_drift.npz")  # a run's drifts, in the order ship prefers them
 
@@ -87,11 +88,11 @@ def ship(request: ShipRequest) -> int:
         status(f"shipped {source} as --drift {name} ({target}, {target.stat().st_size:,} bytes): {drift.spec}")
         return 0
 
-    rows = mt.read_metrics(run_dir)
+    rows = read_metrics(run_dir)
     generation = int(metadata.get("generation") or len(rows))
     spent = [r for r in rows if r["generation"] < generation]
     last = spent[-1] if spent else {}
-    config = mt.load_meta_config(str(run_dir / "config.yaml"), {})
+    config = load_meta_config(str(run_dir / "config.yaml"), {})
     shipped = {
         **metadata,
         "label": name,

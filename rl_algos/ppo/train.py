@@ -8,6 +8,7 @@ over drift parameters (an ES population) and over :class:`HParams` (sweeps).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -102,9 +103,17 @@ def ppo_loss(
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **aux}
 
 
-def make_optimizer(config: PPOConfig, hparams: HParams) -> optax.GradientTransformation:
+# Added under Adam's square root when the learner is differentiated (meta-gradients): d√v/dv is infinite at v = 0,
+# so a parameter whose gradient is exactly 0 would otherwise turn the meta-gradient into 0 · ∞ = NaN.
+DIFFERENTIABLE_EPS_ROOT = 1e-8
+
+
+def make_optimizer(config: PPOConfig, hparams: HParams, eps_root: float = 0.0) -> optax.GradientTransformation:
     """Global-norm clipping then Adam's scaling; the (annealed) learning rate is applied by :func:`sgd_epochs`."""
-    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.scale_by_adam(eps=config.adam_eps))
+    return optax.chain(
+        optax.clip_by_global_norm(hparams.max_grad_norm),
+        optax.scale_by_adam(eps=config.adam_eps, eps_root=eps_root),
+    )
 
 
 def sgd_epochs(
@@ -232,36 +241,42 @@ def progress_interval(config: PPOConfig) -> int:
     return max(1, config.num_updates // 100, -(-PROGRESS_MIN_STEPS // config.batch_size))
 
 
-def make_train(
+@dataclasses.dataclass(frozen=True)
+class LearnerSteps:
+    """One PPO learner as separate pure steps, for callers that drive the updates themselves.
+
+    :func:`make_train` scans ``collect`` then ``learn`` over ``num_updates``;
+    the meta-gradient outer loop (:mod:`rl_algos.ppo.meta_gradient`) runs a few
+    of them at a time and differentiates ``learn`` with respect to the drift.
+
+    - ``init(key) -> TrainState``
+    - ``collect(state, hparams) -> (state, batch, return_sum, episodes, raw_obs)``: one update's rollouts with
+      the frozen policy, and their GAE; ``batch`` leaves are ``[batch_size, ...]``.
+    - ``learn(state, batch, raw_obs, update_index, drift_params, hparams) -> (state, aux)``: the SGD epochs on
+      ``batch`` at progress ``update_index / num_updates`` and the normaliser update; ``aux`` holds every
+      :func:`ppo_loss` diagnostic averaged over the minibatches, and the learning rate.
+    """
+
+    config: PPOConfig
+    policy: Policy
+    init: Callable
+    collect: Callable
+    learn: Callable
+
+
+def make_learner_steps(
     config: PPOConfig,
     env: Environment,
     drift,
-    progress_callback: Callable[[Any], None] | None = None,
-    progress_every: int | None = None,
     env_axis: tuple[str, int] | None = None,
-):
-    """Build ``train(key, drift_params, hparams=None) -> (TrainState, metrics)``.
+    differentiable: bool = False,
+) -> LearnerSteps:
+    """The steps of one learner (see :class:`LearnerSteps`; ``env_axis`` as in :func:`make_train`).
 
-    ``metrics`` maps each name in :data:`METRIC_NAMES` to a ``[num_updates]``
-    array: ``episode_return`` is the mean undiscounted return of the episodes
-    that ended during that update (NaN if none did) and ``episodes`` their
-    count; losses and diagnostics are averaged over the update's minibatches.
-    ``hparams=None`` uses the config's values.
-
-    ``progress_callback(update_index)``, if given, is called from inside the
-    compiled loop (``jax.debug.callback``) every ``progress_every`` updates
-    (default :func:`progress_interval`) and after the last; it is the only
-    host interaction, and it is off by default.
-
-    ``env_axis = (axis_name, shards)`` splits one learner over ``shards``
-    devices, as Brax's PPO does: ``train`` then runs under ``shard_map`` over
-    that axis, each device steps ``num_envs / shards`` envs (its own keys, from
-    ``fold_in(key, device)``) and takes its share of every minibatch, and the
-    gradients, the observation statistics, the advantage normalisation and
-    the metrics are combined over the devices, so the parameters are the same
-    on all of them. It is the same algorithm on the same global batch sizes;
-    its random draws differ from the unsplit learner's (other keys per env).
+    ``differentiable`` puts :data:`DIFFERENTIABLE_EPS_ROOT` under Adam's square root, so ``learn`` has finite
+    derivatives with respect to the drift's parameters everywhere.
     """
+    eps_root = DIFFERENTIABLE_EPS_ROOT if differentiable else 0.0
     config.validate()
     axis_name, shards = env_axis if env_axis is not None else (None, 1)
     if config.num_envs % shards or config.minibatch_size % shards:
@@ -273,27 +288,24 @@ def make_train(
     policy = Policy(config, env)
     num_updates = config.num_updates
     env_params = env.default_params
-    every = progress_every or progress_interval(config)
     time_limit = getattr(env, "time_limit", None)  # lets unroll_values bound its truncation rows statically
     truncation_rows = None if time_limit is None else -(-(config.num_steps - 1) // int(time_limit))
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
     vmapped_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def train(key: jax.Array, drift_params, hparams: HParams | None = None):
-        hparams = HParams.from_config(config) if hparams is None else hparams
-        drift_fn = functools.partial(drift.apply, drift_params)
-        optimizer = make_optimizer(config, hparams)
+    def init(key: jax.Array) -> TrainState:
+        key, key_params, key_reset = jax.random.split(key, 3)
+        params = policy.init(key_params)  # the same on every device of a split learner
+        if axis_name is not None:
+            device = jax.lax.axis_index(axis_name)
+            key, key_reset = jax.random.fold_in(key, device), jax.random.fold_in(key_reset, device)
+        obs, env_state = vmapped_reset(jax.random.split(key_reset, num_envs), env_params)
+        obs_stats = RunningStats.create(tuple(env.observation_shape))
+        # Adam's state does not depend on the hyper-parameters, so any HParams builds it.
+        opt_state = make_optimizer(config, HParams.from_config(config), eps_root).init(params)
+        return TrainState(params, opt_state, obs_stats, env_state, obs, key)
 
-        def init_state(key):
-            key, key_params, key_reset = jax.random.split(key, 3)
-            params = policy.init(key_params)  # the same on every device of a split learner
-            if axis_name is not None:
-                device = jax.lax.axis_index(axis_name)
-                key, key_reset = jax.random.fold_in(key, device), jax.random.fold_in(key_reset, device)
-            obs, env_state = vmapped_reset(jax.random.split(key_reset, num_envs), env_params)
-            obs_stats = RunningStats.create(tuple(env.observation_shape))
-            return TrainState(params, optimizer.init(params), obs_stats, env_state, obs, key)
-
+    def collect(state: TrainState, hparams: HParams):
         def env_step(state: TrainState, _):
             """One step of every env with the (frozen) policy; returns the transition."""
             key, key_action, key_step = jax.random.split(state.key, 3)
@@ -328,38 +340,85 @@ def make_train(
             episode_stats = (jnp.sum(traj.episode_return), jnp.sum(traj.episode_length > 0))
             return state, (batch, episode_stats, traj.obs)
 
+        state, (batch, (return_sum, episodes), raw_obs) = jax.lax.scan(
+            collect_unroll, state, None, config.rollouts_per_update
+        )
+        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), batch)
+        return state, batch, jnp.sum(return_sum), jnp.sum(episodes), raw_obs
+
+    def learn(state: TrainState, batch: Batch, raw_obs, update_index, drift_params, hparams: HParams):
+        progress = update_index / num_updates
+        lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
+        key, key_epochs = jax.random.split(state.key)
+        params, opt_state, aux = sgd_epochs(
+            state.params,
+            state.opt_state,
+            batch,
+            key_epochs,
+            config=config,
+            policy=policy,
+            optimizer=make_optimizer(config, hparams, eps_root),
+            drift_fn=functools.partial(drift.apply, drift_params),
+            hparams=hparams,
+            learning_rate=lr,
+            progress=progress,
+            axis_name=axis_name,
+        )
+        obs_stats = update_stats(state.obs_stats, raw_obs, axis_name) if config.normalize_obs else state.obs_stats
+        state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
+        metrics = {name: value.mean() for name, value in aux.items()}
+        metrics["learning_rate"] = lr
+        return state, metrics
+
+    return LearnerSteps(config, policy, init, collect, learn)
+
+
+def make_train(
+    config: PPOConfig,
+    env: Environment,
+    drift,
+    progress_callback: Callable[[Any], None] | None = None,
+    progress_every: int | None = None,
+    env_axis: tuple[str, int] | None = None,
+):
+    """Build ``train(key, drift_params, hparams=None) -> (TrainState, metrics)``.
+
+    ``metrics`` maps each name in :data:`METRIC_NAMES` to a ``[num_updates]``
+    array: ``episode_return`` is the mean undiscounted return of the episodes
+    that ended during that update (NaN if none did) and ``episodes`` their
+    count; losses and diagnostics are averaged over the update's minibatches.
+    ``hparams=None`` uses the config's values.
+
+    ``progress_callback(update_index)``, if given, is called from inside the
+    compiled loop (``jax.debug.callback``) every ``progress_every`` updates
+    (default :func:`progress_interval`) and after the last; it is the only
+    host interaction, and it is off by default.
+
+    ``env_axis = (axis_name, shards)`` splits one learner over ``shards``
+    devices, as Brax's PPO does: ``train`` then runs under ``shard_map`` over
+    that axis, each device steps ``num_envs / shards`` envs (its own keys, from
+    ``fold_in(key, device)``) and takes its share of every minibatch, and the
+    gradients, the observation statistics, the advantage normalisation and
+    the metrics are combined over the devices, so the parameters are the same
+    on all of them. It is the same algorithm on the same global batch sizes;
+    its random draws differ from the unsplit learner's (other keys per env).
+    """
+    steps = make_learner_steps(config, env, drift, env_axis)
+    axis_name = env_axis[0] if env_axis is not None else None
+    num_updates = config.num_updates
+    every = progress_every or progress_interval(config)
+
+    def train(key: jax.Array, drift_params, hparams: HParams | None = None):
+        hparams = HParams.from_config(config) if hparams is None else hparams
+
         def update_step(state: TrainState, update_index):
             """Collect a batch, run the SGD epochs on it, update the normaliser; per-update metrics out."""
-            state, (batch, (return_sum, episodes), raw_obs) = jax.lax.scan(
-                collect_unroll, state, None, config.rollouts_per_update
-            )
-            batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), batch)
-            progress = update_index / num_updates
-            lr = hparams.learning_rate * (1.0 - progress if config.anneal_lr else 1.0)
-            key, key_epochs = jax.random.split(state.key)
-            params, opt_state, aux = sgd_epochs(
-                state.params,
-                state.opt_state,
-                batch,
-                key_epochs,
-                config=config,
-                policy=policy,
-                optimizer=optimizer,
-                drift_fn=drift_fn,
-                hparams=hparams,
-                learning_rate=lr,
-                progress=progress,
-                axis_name=axis_name,
-            )
-            obs_stats = update_stats(state.obs_stats, raw_obs, axis_name) if config.normalize_obs else state.obs_stats
-            state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key)
-            episodes, return_sum = jnp.sum(episodes), jnp.sum(return_sum)
+            state, batch, return_sum, episodes, raw_obs = steps.collect(state, hparams)
+            state, metrics = steps.learn(state, batch, raw_obs, update_index, drift_params, hparams)
             if axis_name is not None:
                 episodes, return_sum = jax.lax.psum((episodes, return_sum), axis_name)
-            metrics = {name: value.mean() for name, value in aux.items()}
             metrics["episode_return"] = jnp.where(episodes > 0, return_sum / jnp.maximum(episodes, 1), jnp.nan)
             metrics["episodes"] = episodes
-            metrics["learning_rate"] = lr
             if progress_callback is not None:
                 jax.lax.cond(
                     ((update_index + 1) % every == 0) | (update_index + 1 == num_updates),
@@ -368,7 +427,7 @@ def make_train(
                 )
             return state, metrics
 
-        return jax.lax.scan(update_step, init_state(key), jnp.arange(num_updates))
+        return jax.lax.scan(update_step, steps.init(key), jnp.arange(num_updates))
 
     return train
 

@@ -188,10 +188,8 @@ def test_other_gymnax_families_step(name):
 
 # ---- every Brax env by name, on a backend it supports; device-sized configs ---------------------------------------
 
-BRAX_STEPPED = (
-    "swimmer",
-    "reacher",
-)  # jitted in the default run (generalized-only, and action repeat 4); all with -m slow
+# Jitted in the default run: reacher (generalized-only, action repeat 4); swimmer too with -m slow (30 s each).
+BRAX_STEPPED = (pytest.param("swimmer", marks=pytest.mark.slow), "reacher")
 
 
 def _one_jitted_step(env, **options):

@@ -165,6 +165,8 @@ def test_family_defaults_and_profiles(in_repo, gymnax_file):
     assert instance.make_env().family == "gymnax" and instance.make_env().time_limit is None
 
 
+# Compiles a whole Brax learner: `make test-all` (a minute on 2 cores).
+@pytest.mark.slow
 def test_train_the_brax_example_from_the_readme(tmp_path, in_repo, capsys):
     out = tmp_path / "pm"
     code = main(

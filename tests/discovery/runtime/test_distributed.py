@@ -95,6 +95,8 @@ def _arrays(path: Path) -> dict:
         return {name: data[name] for name in data.files}
 
 
+# Two real processes each compiling the whole run: `make test-all` (2 minutes on 2 cores).
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_drift_and_only_process_0_writes(tmp_path):
     config = _config(tmp_path)
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "one")]) == 0

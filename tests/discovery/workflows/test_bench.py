@@ -19,6 +19,8 @@ def _positive_finite(value, where):
     assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{where} = {value!r}"
 
 
+# Times real learners and the simulator: `make test-all` (over a minute on 2 cores).
+@pytest.mark.slow
 def test_bench_smoke_writes_valid_json_and_markdown(tmp_path):
     # As a user runs it: its own process, with the CLI's host devices (2, so that batches are sharded and padded).
     out = tmp_path / "bench"

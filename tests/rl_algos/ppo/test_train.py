@@ -379,6 +379,8 @@ def test_cartpole_learns_to_450(drift_name):
     assert np.nanmean(result.final_returns) >= 450.0, result.final_returns
 
 
+# A Brax learning run (50 s on 2 cores): `make test-all`.
+@pytest.mark.slow
 def test_brax_inverted_pendulum_improves():
     from discovery.io.drift_registry import resolve_drift
     from discovery.runtime.learners import run_seeds
