@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "discovery.commands.sweep",
     "discovery.commands.drifts",
     "discovery.commands.ship",
+    "discovery.commands.compare_runs",
     "discovery.commands.bench",
 ]
 

@@ -162,3 +162,31 @@ def plot_fitness_curve(
     ax.legend(handles, labels, loc="best", fontsize=8)
     fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, color="dimgray")
     return save_figure(fig, path)
+
+
+def plot_validation_curves(runs: Mapping[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Validation score (random = 0, PPO = 1) of several meta-training runs against the env steps (left) and the
+    CPU hours (right) they had spent when it was measured: one line per run, so outer loops (ES, meta-gradients) or
+    ablations compare at equal cost. ``runs`` maps a label to its ``metrics.jsonl`` rows."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), sharey=True)
+    for index, (label, rows) in enumerate(runs.items()):
+        points = [
+            (row["env_steps_total"], row["cpu_seconds_total"] / 3600.0, row["validation"]["score"])
+            for row in rows
+            if row.get("validation") and row["validation"]["score"] is not None
+        ]
+        steps, hours, scores = (np.array(values, dtype=np.float64) for values in zip(*points))
+        for ax, x in zip(axes, (steps, hours)):
+            ax.plot(x, scores, "o-", color=f"C{index}", linewidth=1.8, markersize=4, label=label)
+    for ax, name in zip(axes, ("env steps", "CPU hours")):
+        ax.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation score (random = 0, PPO = 1)")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    fig.text(
+        0.5, -0.02, "each point: the run's drift on its fresh validation seeds; dotted line: PPO = 1", ha="center",
+        va="top", fontsize=8, color="dimgray",
+    )  # fmt: skip
+    return save_figure(fig, path)

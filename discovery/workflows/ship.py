@@ -63,7 +63,9 @@ def ship(request: ShipRequest) -> int:
         source = run_dir / CHOICES[0]
     else:
         source = run_dir / "drift.npz"
-        status(f"{run_dir} has no {CHOICES[0]} (it ran without validation): shipping its last ES mean, {source.name}")
+        by_gradient = load_meta_config(str(run_dir / "config.yaml"), {}).outer == "meta_gradient"
+        held = "drift" if by_gradient else "ES mean"
+        status(f"{run_dir} has no {CHOICES[0]} (it ran without validation): shipping its last {held}, {source.name}")
     try:
         drift, params, metadata = load_artifact(source)
     except ArtifactError as error:
