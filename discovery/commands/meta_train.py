@@ -13,12 +13,13 @@ EXAMPLE = "discovery meta-train --config configs/meta/cartpole_demo.yaml --gener
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "meta-train",
-        help="meta-train a learned drift (LPO/TA-LPO) with evolution strategies",
-        description="Evolve drift parameters; fitness = final return of inner PPO runs that use the drift. "
-        "Extra --key value pairs override the config: top-level keys (generations, seeds, ...), ES keys "
-        "(population_size, sigma, algorithm, ...), drift.<option>, or PPO keys applied to every task "
-        "(total_timesteps, num_envs, ...). A key that names both an ES and a PPO field needs its prefix: "
-        "--es.learning-rate or --ppo.learning-rate. Example: " + EXAMPLE,
+        help="meta-train a drift's parameters with evolution strategies, or with meta-gradients through the learner",
+        description="Evolve drift parameters (fitness = final return of inner PPO runs that use the drift), or, "
+        "with `outer: meta_gradient` in the config, follow the drift's gradient through K of the learner's updates. "
+        "Extra --key value pairs override the config: top-level keys (generations, seeds, outer, ...), ES keys "
+        "(population_size, sigma, algorithm, ...), meta-gradient keys (unroll, agents, ...), drift.<option>, or PPO "
+        "keys applied to every task (total_timesteps, num_envs, ...). A key that names two fields needs its "
+        "prefix: --es.learning-rate, --meta-gradient.learning-rate or --ppo.learning-rate. Example: " + EXAMPLE,
     )
     parser.add_argument("--config", default=None, help="meta-training YAML (configs/meta/*.yaml)")
     parser.add_argument(
