@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,16 @@ def keep_if_best_validated(
             "envs": envs,
         },
     )
+
+
+def add_costs(row: dict, rows: list[dict], env_steps: int, cpu_started: float) -> dict:
+    """Record a generation's env steps and the run's running totals of env steps and CPU seconds in ``row``
+    (``rows``: the generations before it; ``cpu_started``: ``time.process_time()`` when it began)."""
+    previous = rows[-1] if rows else {}
+    row["env_steps"] = env_steps
+    row["env_steps_total"] = previous.get("env_steps_total", 0) + env_steps
+    row["cpu_seconds_total"] = previous.get("cpu_seconds_total", 0.0) + (time.process_time() - cpu_started)
+    return row
 
 
 def read_metrics(out: Path) -> list[dict]:

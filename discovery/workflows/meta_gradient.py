@@ -45,6 +45,7 @@ from discovery.runtime.errors import UserError
 from discovery.workflows.fitness import Validation
 from discovery.workflows.meta_checkpoints import (
     Checkpoint,
+    add_costs,
     all_finite,
     keep_if_best_validated,
     load_tree_checkpoint,
@@ -266,7 +267,6 @@ def run_generations(
             )
         seconds = time.perf_counter() - started
         scores = stats["scores"].reshape(-1)
-        previous = rows[-1] if rows else {}
         row = {
             "generation": generation,
             "fitness_mean": finite_or_none(stats["fitness_mean"]),
@@ -283,10 +283,8 @@ def run_generations(
             "seconds": seconds,
             "env_steps_per_second": env_steps / max(seconds, 1e-9),
             "fitness": [finite_or_none(v) for v in scores],
-            "env_steps": env_steps,
-            "env_steps_total": previous.get("env_steps_total", 0) + env_steps,
-            "cpu_seconds_total": previous.get("cpu_seconds_total", 0.0) + (time.process_time() - cpu_started),
         }
+        add_costs(row, rows, env_steps, cpu_started)
         completed = generation + 1
         if run.validation is not None and completed % run.config.validate_every == 0:
             row["validation"] = validate(run, state, rows, out, completed)

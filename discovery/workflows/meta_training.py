@@ -38,6 +38,7 @@ from discovery.workflows.meta_checkpoints import (  # noqa: F401  (re-exported)
     CHECKPOINT_PREFIX,
     KEEP_CHECKPOINTS,
     Checkpoint,
+    add_costs,
     all_finite,
     checkpoint_path,
     keep_if_best_validated,
@@ -149,10 +150,7 @@ def run_generations(
         }
         if draws is not None:
             row["draws"] = [draw_row(run, result) for result in draws]
-        previous = rows[-1] if rows else {}
-        row["env_steps"] = env_steps
-        row["env_steps_total"] = previous.get("env_steps_total", 0) + env_steps
-        row["cpu_seconds_total"] = previous.get("cpu_seconds_total", 0.0) + (time.process_time() - cpu_started)
+        add_costs(row, rows, env_steps, cpu_started)
         completed = generation + 1
         if run.validation is not None and completed % run.config.validate_every == 0:
             row["validation"] = validate(run, state, rows, out, completed)
