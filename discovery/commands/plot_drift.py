@@ -53,9 +53,9 @@ def run(args, extra: list[str]) -> int:
         raise UserError(f"--out {out} is a directory; give a .png file name")
     if out.exists() and not args.overwrite:
         raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
-    panels = [panel for text in texts for panel in panels_for(resolve_drift(text), progress_values=progress)]
+    groups = [panels_for(resolve_drift(text), progress_values=progress) for text in texts]
     if not args.no_reference:
-        panels += reference_panels()
-    path = plot_drift_panels(panels, out, title=args.title)
-    status(f"wrote {path} ({len(panels)} drifts)")
+        groups.append(reference_panels())
+    path = plot_drift_panels(groups, out, title=args.title)
+    status(f"wrote {path} ({sum(len(group) for group in groups)} panels of {len(groups)} drifts)")
     return 0

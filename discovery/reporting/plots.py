@@ -164,11 +164,14 @@ def plot_fitness_curve(
     return save_figure(fig, path)
 
 
-def plot_validation_curves(runs: Mapping[str, list[dict]], path: str | Path, title: str) -> Path:
+def plot_validation_curves(runs: Mapping[str, list[dict]], path: str | Path, title: str, window: int = 5) -> Path:
     """Validation score (random = 0, PPO = 1) of several meta-training runs against the env steps (left) and the
-    CPU hours (right) they had spent when it was measured: one line per run, so outer loops (ES, meta-gradients) or
-    ablations compare at equal cost. ``runs`` maps a label to its ``metrics.jsonl`` rows."""
+    CPU hours (right) they had spent when it was measured: one colour per run, so outer loops (ES, meta-gradients) or
+    ablations compare at equal cost. Each validation is a faint point; the line is the mean of the last ``window``
+    validations, since one validation on a few seeds is noisy. The env-steps axis is logarithmic when the runs'
+    spans differ by more than 3x. ``runs`` maps a label to its ``metrics.jsonl`` rows."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), sharey=True)
+    spans = []
     for index, (label, rows) in enumerate(runs.items()):
         points = [
             (row["env_steps_total"], row["cpu_seconds_total"] / 3600.0, row["validation"]["score"])
@@ -176,8 +179,13 @@ def plot_validation_curves(runs: Mapping[str, list[dict]], path: str | Path, tit
             if row.get("validation") and row["validation"]["score"] is not None
         ]
         steps, hours, scores = (np.array(values, dtype=np.float64) for values in zip(*points))
+        trailing = np.array([scores[max(0, i - window + 1) : i + 1].mean() for i in range(len(scores))])
+        spans.append(steps.max())
         for ax, x in zip(axes, (steps, hours)):
-            ax.plot(x, scores, "o-", color=f"C{index}", linewidth=1.8, markersize=4, label=label)
+            ax.plot(x, scores, "o", color=f"C{index}", markersize=3.5, alpha=0.35)
+            ax.plot(x, trailing, "-", color=f"C{index}", linewidth=2.0, label=label)
+    if max(spans) > 3 * min(spans):
+        axes[0].set_xscale("log")
     for ax, name in zip(axes, ("env steps", "CPU hours")):
         ax.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
         ax.set_xlabel(name)
@@ -186,7 +194,7 @@ def plot_validation_curves(runs: Mapping[str, list[dict]], path: str | Path, tit
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.text(
-        0.5, -0.02, "each point: the run's drift on its fresh validation seeds; dotted line: PPO = 1", ha="center",
-        va="top", fontsize=8, color="dimgray",
+        0.5, -0.02, f"points: each validation of the run's drift on its fresh seeds; lines: mean of the last {window}; "
+        "dotted: PPO = 1", ha="center", va="top", fontsize=8, color="dimgray",
     )  # fmt: skip
     return save_figure(fig, path)

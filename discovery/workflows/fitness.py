@@ -159,6 +159,27 @@ class SampledFitness:
         return fitness, results
 
 
+def task_ranked_fitness(results: list[DrawResult]) -> np.ndarray:
+    """``[P]``: the mean over drawn tasks of each task's centered ranks of its members' scores.
+
+    For task ``t`` with scores ``s_t[i]``, ``rank_t[i] = (#{j: s_t[j] < s_t[i]} ordering) / (P − 1) − 0.5`` in
+    ``[−0.5, 0.5]`` (a non-finite score ranks last); the fitness is ``mean_t rank_t``. Every task thus moves the ES
+    step by the same amount whatever the spread of its scores. A task with no finite score has no vote, and when
+    no task has one the fitness is all NaN, so ES skips the generation as it does any all-failed one.
+    """
+    ranks = []
+    for result in results:
+        finite = np.isfinite(result.scores)
+        if not finite.any():
+            continue
+        scores = np.where(finite, result.scores, -np.inf)
+        order = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
+        ranks.append(order / max(len(scores) - 1, 1) - 0.5)
+    if not ranks:
+        return np.full(len(results[0].scores), np.nan)
+    return np.mean(np.stack(ranks), axis=0)
+
+
 @dataclasses.dataclass
 class Validation:
     """The ES mean on fixed fresh seeds, scored against PPO-clip on the same seeds (paired)."""

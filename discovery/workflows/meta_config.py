@@ -43,6 +43,7 @@ class TaskConfig:
 
 
 OUTER_LOOPS = ("es", "meta_gradient")
+TASK_FITNESS = ("score", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,10 @@ class MetaConfig:
     validation_seeds: int = 16
     tasks_per_generation: int | None = None  # draw this many tasks per generation (None: all)
     outer: str = "es"  # the outer loop: "es" (evolution strategies) or "meta_gradient"
+    # How a sampled generation's drawn tasks combine into the fitness ES ranks: "score", the mean normalised score;
+    # "rank", the mean over drawn tasks of each task's centered ranks, so every task has one equal vote however wide
+    # its scores spread (a task where PPO's gap is small otherwise decides the ranking alone).
+    task_fitness: str = "score"
     meta_gradient: MetaGradientConfig = MetaGradientConfig()
 
     def to_dict(self) -> dict:
@@ -112,6 +117,8 @@ class MetaConfig:
             "validation_seeds": self.validation_seeds,
             "tasks_per_generation": self.tasks_per_generation,
             "outer": self.outer,
+            # Written only when set, so runs from before the option keep their identity for --resume.
+            **({"task_fitness": self.task_fitness} if self.task_fitness != "score" else {}),
             **({"meta_gradient": dataclasses.asdict(self.meta_gradient)} if self.outer == "meta_gradient" else {}),
         }
 
@@ -217,6 +224,13 @@ def meta_config_from_dict(data: dict, overrides: dict[str, Any], path: str = "co
         raise UserError(
             "outer: meta_gradient trains every task at its fixed settings: sampled settings and "
             "tasks_per_generation are for the ES outer loop (give each task fixed values)"
+        )
+    if config.task_fitness not in TASK_FITNESS:
+        raise UserError(f"task_fitness must be one of {', '.join(TASK_FITNESS)}, got {config.task_fitness!r}")
+    if config.task_fitness == "rank" and not (config.sampling and config.outer == "es"):
+        raise UserError(
+            "task_fitness: rank combines the tasks an ES generation draws: it needs sampled settings or "
+            "tasks_per_generation (and outer: es)"
         )
     if config.normalize not in ("auto", "ppo", "none"):
         raise UserError(f"normalize must be auto, ppo or none, got {config.normalize!r}")

@@ -33,7 +33,7 @@ from discovery.io.configs import TrainSpec
 from discovery.reporting.stats import finite_or_none
 from discovery.runtime.errors import UserError
 from discovery.workflows import task_settings
-from discovery.workflows.fitness import SampledFitness, Validation, make_fitness_fn
+from discovery.workflows.fitness import SampledFitness, Validation, make_fitness_fn, task_ranked_fitness
 from discovery.workflows.meta_checkpoints import (  # noqa: F401  (re-exported)
     CHECKPOINT_PREFIX,
     KEEP_CHECKPOINTS,
@@ -121,6 +121,8 @@ def run_generations(
         if run.sampled is not None:
             state, stats, draws = sampled_generation(run, state, key)
             env_steps = sum(result.env_steps for result in draws)
+            if run.config.task_fitness == "rank":
+                stats = score_stats(stats, draws, rows)
         else:
             state, stats = meta.run_generation(
                 run.strategy, state, key, run.fitness_fn, micro_batch=members_per_micro_batch(run.config)
@@ -176,10 +178,32 @@ def sampled_generation(run: MetaRun, state, key: jax.Array):
     def evaluate(population, key_eval):
         fitness, per_draw = run.sampled.evaluate(draws, population, key_eval)
         results.extend(per_draw)
-        return fitness
+        return task_ranked_fitness(per_draw) if run.config.task_fitness == "rank" else fitness
 
     state, stats = meta.run_generation(run.strategy, state, key, None, evaluate=evaluate)
     return state, stats, results
+
+
+def score_stats(stats: meta.GenerationStats, results, rows: list[dict]) -> meta.GenerationStats:
+    """With ``task_fitness: rank`` ES ranks members by mean task rank; what a run reports stays the mean score
+    (the best is the best member's mean score so far), so its metrics read like any other run's."""
+    scores = np.mean(np.stack([result.scores for result in results]), axis=0)
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        summary = [np.nan] * 4
+    else:
+        summary = [finite.mean(), finite.max(), finite.min(), finite.std()]
+    earlier = [row["best_fitness"] for row in rows if row.get("best_fitness") is not None]
+    best = max(earlier + ([summary[1]] if finite.size else []), default=np.nan)
+    mean, fmax, fmin, std = (np.float32(value) for value in summary)
+    return stats._replace(
+        fitness_mean=mean,
+        fitness_max=fmax,
+        fitness_min=fmin,
+        fitness_std=std,
+        best_fitness=np.float32(best),
+        fitness=scores.astype(np.float32),
+    )
 
 
 def draw_row(run: MetaRun, result) -> dict:

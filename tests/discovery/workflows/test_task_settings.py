@@ -10,6 +10,7 @@ import yaml
 from discovery.cli import main
 from discovery.io import artifacts
 from discovery.runtime.errors import UserError
+from discovery.workflows import fitness
 from discovery.workflows import meta_training as mt
 from discovery.workflows import task_settings as ts
 
@@ -133,3 +134,47 @@ def test_bad_distributions_are_one_line_and_exit_2(tmp_path, capsys, overrides, 
 def test_tasks_per_generation_must_fit_the_task_list():
     with pytest.raises(UserError, match="tasks_per_generation must be between 1 and the number of tasks"):
         mt.meta_config_from_dict({**CONFIG, "tasks_per_generation": 3}, {})
+
+
+def _draw_result(task: int, scores) -> "fitness.DrawResult":
+    draw = ts.Draw(task=task, variant=0, values={})
+    return fitness.DrawResult(draw, np.asarray(scores), 1.0, np.asarray(scores, np.float64), 0)
+
+
+def test_task_ranked_fitness_gives_every_task_one_vote():
+    wide = _draw_result(0, [0.0, 10.0, 20.0, 30.0])  # a task whose scores spread 30 units
+    narrow = _draw_result(1, [0.03, 0.02, 0.01, 0.0])  # one that orders the members the other way, by 0.03
+    mean_score = np.mean([wide.scores, narrow.scores], axis=0)
+    assert np.argmax(mean_score) == 3  # by the mean score the wide task decides alone
+    np.testing.assert_allclose(
+        fitness.task_ranked_fitness([wide, narrow]), 0.0, atol=1e-12
+    )  # by ranks the two votes cancel
+    np.testing.assert_allclose(fitness.task_ranked_fitness([wide]), [-0.5, -1 / 6, 1 / 6, 0.5])
+    with_nan = _draw_result(0, [np.nan, 1.0, 0.0, 2.0])
+    np.testing.assert_allclose(fitness.task_ranked_fitness([with_nan]), [-0.5, 1 / 6, -1 / 6, 0.5])
+    failed = _draw_result(1, [np.nan] * 4)
+    np.testing.assert_allclose(fitness.task_ranked_fitness([with_nan, failed]), [-0.5, 1 / 6, -1 / 6, 0.5])  # no vote
+    assert np.isnan(fitness.task_ranked_fitness([failed])).all()  # nothing finite: ES skips the generation
+
+
+def test_a_rank_run_reports_mean_scores(tmp_path):
+    config = mt.meta_config_from_dict({**RUN_CONFIG, "tasks_per_generation": 2, "task_fitness": "rank"}, {})
+    assert config.to_dict()["task_fitness"] == "rank"
+    assert "task_fitness" not in mt.meta_config_from_dict(RUN_CONFIG, {}).to_dict()  # older runs keep their identity
+    run = mt.build_run(config, REFERENCES)
+    _, (row,) = mt.run_generations(run, mt.initial_state(run), 0, 1, tmp_path / "rank")
+    assert len(row["draws"]) == 2
+    np.testing.assert_allclose(row["fitness_mean"], np.mean([d["score_mean"] for d in row["draws"]]), rtol=1e-5)
+    assert row["best_fitness"] == pytest.approx(max(row["fitness"]), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"task_fitness": "median"}, "task_fitness must be one of score, rank, got 'median'"),
+        ({"task_fitness": "rank", "tasks": [{"env": "CartPole-v1"}], "tasks_per_generation": None}, "needs sampled"),
+    ],
+)
+def test_bad_task_fitness_is_one_line(values, message):
+    with pytest.raises(UserError, match=message):
+        mt.meta_config_from_dict({**CONFIG, **values}, {})
