@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import re
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from discovery.runtime.errors import UserError
 
@@ -130,3 +132,27 @@ def configure_host_devices(environ: MutableMapping[str, str] = os.environ) -> in
     environ["XLA_FLAGS"] = f"{flags} {XLA_FLAG}={count}".strip()
     environ.pop("JAX_NUM_CPU_DEVICES", None)  # it would override the flag
     return count
+
+
+# The vector instruction sets XLA's CPU compiler may target; hosts that differ in them can round differently.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
+
+
+def host_cpu(cpuinfo: str | None = None) -> str:
+    """The host CPU as XLA's CPU compiler sees it, e.g. ``"AMD EPYC (avx avx2 avx512bw avx512f avx512vl fma)"``.
+
+    XLA compiles for the host's instruction set, so a learner's floating point, and with it a whole RL run,
+    can differ between two hosts that differ here, while it is bit-identical on one host. ``cpuinfo`` is the
+    text of ``/proc/cpuinfo`` (read when not given; elsewhere than Linux only the processor name is known).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    name = model.group(1).strip() if model else (platform.processor() or platform.machine() or "unknown CPU")
+    present = set(flags.group(1).split()) if flags else set()
+    simd = sorted(present.intersection(SIMD_FLAGS))
+    return f"{name} ({' '.join(simd)})" if simd else name

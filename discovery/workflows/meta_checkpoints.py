@@ -2,7 +2,9 @@
 
 Every write is atomic, so a run killed at any moment leaves its last checkpoint,
 ``drift.npz`` and ``metrics.jsonl`` whole; a checkpoint records the config it
-was written under, so a resume under an edited config is refused by name.
+was written under, so a resume under an edited config is refused by name, and
+the machine it was written on, so a resume on another one says that it will
+not be bit-identical (XLA compiles for the host's instruction set).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import meta
 from discovery.io.artifacts import save_artifact
 from discovery.io.outputs import atomic_write_text, read_npz, write_npz
+from discovery.runtime.devices import host_cpu
 from discovery.runtime.errors import UserError
 from discovery.workflows.meta_config import MetaConfig, meta_config_from_dict
 
@@ -32,6 +35,26 @@ class Checkpoint:
     es_state: Any
     references: np.ndarray | None
     config: dict
+    host: str | None = None  # current_host() of the machine that wrote it; None in checkpoints from before
+
+
+def current_host() -> str:
+    """What a run's floating point depends on besides its code and keys: the backend, its device and the CPU."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"cpu, {host_cpu()}"
+    return f"{device.platform} {device.device_kind}, host {host_cpu()}"
+
+
+def host_change_note(checkpoint: Checkpoint, host: str) -> str | None:
+    """One line when ``checkpoint`` was written on another machine than ``host``, else ``None``."""
+    if checkpoint.host is None or checkpoint.host == host:
+        return None
+    return (
+        f"note: this checkpoint was written on {checkpoint.host}, and this machine is {host}; XLA compiles for "
+        "the host's instruction set, so the resumed run is deterministic here but not bit-identical to a "
+        "continuation on that machine"
+    )
 
 
 def checkpoint_path(out: Path, generation: int) -> Path:
@@ -55,6 +78,7 @@ def _write_checkpoint(out: Path, checkpoint: Checkpoint, arrays: dict) -> Path:
         "generation": checkpoint.generation,
         "config": checkpoint.config,
         "references": None if checkpoint.references is None else np.asarray(checkpoint.references).tolist(),
+        "host": checkpoint.host or current_host(),
     }
     path = write_npz(checkpoint_path(out, checkpoint.generation), arrays, header)
     for old in sorted((out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.npz"))[:-KEEP_CHECKPOINTS]:
@@ -97,7 +121,11 @@ def _read_checkpoint(path: Path, config: MetaConfig | None) -> tuple[dict, dict]
 def _checkpoint(header: dict, state) -> Checkpoint:
     references = header.get("references")
     return Checkpoint(
-        int(header["generation"]), state, None if references is None else np.asarray(references), header["config"]
+        int(header["generation"]),
+        state,
+        None if references is None else np.asarray(references),
+        header["config"],
+        header.get("host"),
     )
 
 

@@ -37,7 +37,13 @@ from discovery.runtime.progress import eta_text, make_progress, set_interrupt_hi
 from discovery.runtime.wandb_logging import WandbRun, preflight
 from discovery.workflows import meta_gradient
 from discovery.workflows.fitness import build_validation
-from discovery.workflows.meta_checkpoints import latest_checkpoint_file, load_checkpoint, read_metrics
+from discovery.workflows.meta_checkpoints import (
+    current_host,
+    host_change_note,
+    latest_checkpoint_file,
+    load_checkpoint,
+    read_metrics,
+)
 from discovery.workflows.meta_config import load_meta_config, members_per_micro_batch, validation_points
 from discovery.workflows.meta_training import MetaRun, build_run, initial_state, run_generations
 
@@ -114,6 +120,8 @@ def meta_train(request: MetaTrainRequest) -> int:
                     f"{config.generations} would run nothing: give --generations {start + 1} or more to continue"
                 )
             status(f"resuming {out} from generation {start} ({latest.name})")
+            if note := host_change_note(checkpoint, current_host()):
+                status(note)
         else:
             status(f"no checkpoint in {out} yet: starting it from generation 0")
     else:

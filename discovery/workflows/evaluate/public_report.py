@@ -11,7 +11,6 @@ Figures go to ``<PATH's folder>/results/``.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -19,17 +18,8 @@ from pathlib import Path
 from discovery.io.artifacts import load_artifact
 from discovery.io.outputs import atomic_write_text, environment_info, git_commit, slug
 from discovery.reporting.drift_plots import panels_for, plot_drift_panels, reference_panels
+from discovery.runtime.devices import host_cpu
 from discovery.workflows.evaluate.report import GROUP_TITLES, results_markdown
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def reading(aggregates: dict, reference: str) -> list[str]:
@@ -106,7 +96,7 @@ def write_public_report(path: Path, out: Path, rows, aggregates, tasks, referenc
         "# Results",
         "",
         f"Written by `{env['command']}` on {datetime.now():%Y-%m-%d} at commit `{git_commit()}`; "
-        f"{os.cpu_count()} × {_cpu_name()}, JAX backend `{env['backend']}` ({len(env['devices'])} device(s)). "
+        f"{os.cpu_count()} × {host_cpu()}, JAX backend `{env['backend']}` ({len(env['devices'])} device(s)). "
         f"Rerun the same command to reproduce it; finished cells in `{out}` are reused.",
         "",
     ]

@@ -291,3 +291,23 @@ def test_an_evaluation_rerun_that_would_drop_a_drift_is_refused(tmp_path):
     with pytest.raises(UserError, match="without mine"):
         refuse_dropping(tmp_path, ["ppo", "dpo"], ["CartPole-v1"])
     refuse_dropping(tmp_path, ["ppo", "dpo", "mine", "new"], ["CartPole-v1"])  # adding is fine
+
+
+def test_report_is_a_self_contained_document_naming_its_machine(evaluated, tmp_path, monkeypatch):
+    from discovery.runtime.devices import host_cpu
+
+    out = _copy(evaluated, tmp_path)
+    calls = []
+    monkeypatch.setattr(evaluation, "run_seeds", _fake_run_seeds(calls))
+    report = tmp_path / "docs" / "RESULTS.md"
+    args = ["evaluate", "--drifts", "ppo,dpo", "--envs", "CartPole-v1", "--seeds", "2", "--out", str(out)]
+    assert main([*args, *TINY, "--report", str(report)]) == 0
+    assert calls == []  # the document is written from the stored cells
+    text = report.read_text()
+    assert text.startswith("# Results\n")
+    assert host_cpu() in text and "CartPole-v1" in text and "dpo" in text
+    figures = [line for line in text.splitlines() if line.startswith("![")]
+    assert figures, "the report shows its figures"
+    for line in figures:
+        target = report.parent / line.split("](", 1)[1].rstrip(")")
+        assert_png(target)

@@ -504,3 +504,25 @@ def test_resuming_after_config_yaml_was_edited_says_so(tmp_path, capsys):
     assert main(["meta-train", "--resume", str(out)]) == 2
     err = _one_line(capsys)
     assert "no longer matches" in err and "drift_options" in err and "corrupt" not in err
+
+
+def test_a_checkpoint_records_its_machine_and_a_resume_elsewhere_says_so(tmp_path):
+    from discovery.runtime.devices import host_cpu
+    from discovery.workflows import meta_checkpoints
+
+    config = mt.load_meta_config("configs/meta/cartpole_demo.yaml", {})
+    run = mt.build_run(config, None)
+    mt.save_checkpoint(tmp_path, mt.Checkpoint(1, mt.initial_state(run), None, config.to_dict()))
+    checkpoint = mt.load_checkpoint(mt.latest_checkpoint_file(tmp_path), run.strategy)
+    here = meta_checkpoints.current_host()
+    assert checkpoint.host == here and here.startswith("cpu, ")
+    assert meta_checkpoints.host_change_note(checkpoint, here) is None
+    note = meta_checkpoints.host_change_note(checkpoint, "cpu, Other CPU (avx avx2 fma)")
+    assert note is not None and "\n" not in note
+    assert here in note and "Other CPU" in note and "not bit-identical" in note
+    # checkpoints written before hosts were recorded resume without a note
+    assert meta_checkpoints.host_change_note(mt.Checkpoint(1, None, None, {}), here) is None
+
+    cpuinfo = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse2 avx2 avx fma avx512f ht\n"
+    assert host_cpu(cpuinfo) == "Example CPU 9000 (avx avx2 avx512f fma)"
+    assert host_cpu("") != ""  # no /proc/cpuinfo: the processor name, never an empty string
