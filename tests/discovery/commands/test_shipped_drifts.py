@@ -22,7 +22,14 @@ def test_shipped_and_listed_with_provenance(name, capsys):
     assert ("meta-trained on" in line) if name == "lpo_general" else ("distilled from lpo_general" in line)
 
 
-def test_lpo_general_trains_sweeps_evaluates_and_plots(tmp_path):
+def test_lpo_general_plots_by_name(tmp_path):
+    plot = tmp_path / "drift.png"
+    assert main(["plot-drift", "--drift", "lpo_general", "--out", str(plot)]) == 0
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.slow  # three learner compiles (about a minute); `make test-all` runs it
+def test_lpo_general_trains_sweeps_and_evaluates_by_name(tmp_path):
     out = tmp_path / "train"
     args = ["train", "--env", "CartPole-v1", "--drift", "lpo_general", "--seeds", "2"]
     assert main([*args, "--out", str(out), *FAST]) == 0
@@ -39,7 +46,3 @@ def test_lpo_general_trains_sweeps_evaluates_and_plots(tmp_path):
     args = ["evaluate", "--drifts", drifts, "--envs", "CartPole-v1", "--seeds", "2", "--bootstrap-reps", "50"]
     assert main([*args, "--out", str(evaluated), *FAST]) == 0
     assert {row["drift"] for row in json.loads((evaluated / "results.json").read_text())["rows"]} == set(SHIPPED)
-
-    plot = tmp_path / "drift.png"
-    assert main(["plot-drift", "--drift", "lpo_general", "--out", str(plot)]) == 0
-    assert plot.stat().st_size > 10_000
