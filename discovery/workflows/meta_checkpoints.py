@@ -10,6 +10,7 @@ not be bit-identical (XLA compiles for the host's instruction set).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ class Checkpoint:
     host: str | None = None  # current_host() of the machine that wrote it; None in checkpoints from before
 
 
+@functools.cache  # the machine does not change while a run writes a checkpoint every generation
 def current_host() -> str:
     """What a run's floating point depends on besides its code and keys: the backend, its device and the CPU."""
     device = jax.devices()[0]
