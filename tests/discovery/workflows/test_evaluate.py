@@ -261,6 +261,7 @@ def test_sigterm_during_evaluate_says_how_to_continue(tmp_path, capsys, monkeypa
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the command's only
 
 
+@pytest.mark.slow  # ~40 s of a slow env; Freeway's random baseline stays in the default run (test_baselines)
 def test_freeway_evaluates(tmp_path):
     assert (
         main(

@@ -120,12 +120,18 @@ def _subprocess_env(**extra):
 # ---- the fitness depends on the drift ----------------------------------------------------------
 
 
+CARTPOLE_MAX_RETURN = 500.0
+
+
 def test_members_fitnesses_differ(straight):
+    """Members around PPO score differently; a later generation may tie only where every member reaches
+    CartPole's cap of 500 (ES climbed to the ceiling: on CI's CPU generation 2 did), never below it."""
     _, _, rows = straight
     for row in rows:
         fitness = np.asarray(row["fitness"], float)
         assert np.all(np.isfinite(fitness)) and fitness.shape == (4,)
-        assert len(np.unique(fitness)) >= 2, row["fitness"]
+        tied_at_the_cap = np.all(fitness == CARTPOLE_MAX_RETURN)
+        assert len(np.unique(fitness)) >= 2 or (row["generation"] > 0 and tied_at_the_cap), row["fitness"]
     spread = max(float(np.ptp(np.asarray(r["fitness"], float))) for r in rows)
     assert spread > 50.0, [r["fitness"] for r in rows]  # not rounding noise: the drift moved whole episodes
 
