@@ -532,3 +532,11 @@ def test_a_checkpoint_records_its_machine_and_a_resume_elsewhere_says_so(tmp_pat
     cpuinfo = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse2 avx2 avx fma avx512f ht\n"
     assert host_cpu(cpuinfo) == "Example CPU 9000 (avx avx2 avx512f fma)"
     assert host_cpu("") != ""  # no /proc/cpuinfo: the processor name, never an empty string
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs/meta").glob("*.yaml")))
+def test_every_shipped_meta_config_loads(path):
+    """A shipped config that no longer parses would fail only when a user runs it, hours into a session."""
+    config = mt.load_meta_config(path, {})
+    assert config.tasks and config.generations > 0
+    assert {task.env for task in config.tasks} == {entry["env"] for entry in yaml.safe_load(open(path))["tasks"]}
