@@ -534,7 +534,10 @@ def test_a_checkpoint_records_its_machine_and_a_resume_elsewhere_says_so(tmp_pat
     assert host_cpu("") != ""  # no /proc/cpuinfo: the processor name, never an empty string
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[3] / "configs" / "meta").glob("*.yaml")))
+SHIPPED_META_CONFIGS = sorted(str(p) for p in (Path(__file__).parents[3] / "configs" / "meta").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_META_CONFIGS)
 def test_every_shipped_meta_config_loads(path):
     """A shipped config that no longer parses would fail only when a user runs it, hours into a session."""
     config = mt.load_meta_config(path, {})
